@@ -1,0 +1,1 @@
+"""Credentials: where a token comes from and how it is renewed."""

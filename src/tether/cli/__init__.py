@@ -1,0 +1,1 @@
+"""Typer commands and Rich output: parse, wire, render."""

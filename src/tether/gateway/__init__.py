@@ -1,0 +1,1 @@
+"""The reference gateway (asyncio, websockets). Never imports tether.cli."""

@@ -1,0 +1,1 @@
+"""Talking WebSocket: classify, protocol, dial, retry, supervise. No Typer, no Rich."""
