@@ -18,6 +18,18 @@ SUBPROTOCOL = "tether.v1"
 PORT_FORWARD_SUBPROTOCOLS = (SUBPROTOCOL, "binary")
 MAX_CLOSE_REASON_BYTES = 123
 
+#: The WebSocket endpoint of each command, and the least role that may use it.
+ENDPOINTS = {"shell": "/v1/shell", "logs": "/v1/logs", "port-forward": "/v1/port-forward"}
+ROLES = ("Viewer", "Deployer", "Admin")  # in increasing order of power
+MINIMUM_ROLES = {"shell": "Deployer", "logs": "Viewer", "port-forward": "Deployer"}
+
+
+def role_allows(role: str, command: str) -> bool:
+    """Whether ``role`` may use ``command``; unknown roles may use nothing."""
+    if role not in ROLES or command not in MINIMUM_ROLES:
+        return False
+    return ROLES.index(role) >= ROLES.index(MINIMUM_ROLES[command])
+
 
 class ProtocolViolation(ValueError):
     """Raised when a control message or a shell frame does not follow tether.v1."""
