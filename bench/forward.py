@@ -1,0 +1,68 @@
+"""Port-forward: throughput and 64-byte round trips, direct TCP vs `ssh -L` vs tether."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Callable, Iterator
+
+from bench import sshd, tcp
+from bench.harness import Figure, Results
+
+SECTION_RATE = "Port-forward throughput (MiB/s, higher is better)"
+SECTION_RTT = "Port-forward round trip of 64 bytes (µs, lower is better)"
+
+
+@contextlib.contextmanager
+def ssh_forward(server: sshd.Sshd, remote_port: int) -> Iterator[int]:
+    """``ssh -N -L`` to ``remote_port``; yields the local port."""
+    local = sshd.free_port()
+    proc = subprocess.Popen([*server.ssh_args()[:-1], "-N", "-o", "ExitOnForwardFailure=yes",
+                             "-L", f"127.0.0.1:{local}:127.0.0.1:{remote_port}",
+                             server.ssh_args()[-1]],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        tcp.wait_listening(local)
+        yield local
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+Forwarder = Callable[[int], contextlib.AbstractContextManager[int]]
+
+
+@contextlib.contextmanager
+def direct(remote_port: int) -> Iterator[int]:
+    """No forward at all: the target itself."""
+    yield remote_port
+
+
+def measure(results: Results, runs: int, name: str, forwarder: Forwarder, *, size: int,
+            count: int, peer: str | None, rate_goal: str = "", rtt_goal: str = "") -> None:
+    """Throughput and round trip through ``forwarder``, each in a fresh connection per run."""
+    rate = results.add(Figure(name, "MiB/s", higher_is_better=True,
+                              peer=peer, goal=rate_goal), SECTION_RATE)
+    rtt = results.add(Figure(name, "µs", peer=peer, goal=rtt_goal), SECTION_RTT)
+    with tcp.target("sink") as sink, forwarder(sink) as port:
+        rate.samples = [tcp.throughput(port, size) for _ in range(runs)]
+    with tcp.target("echo") as echo, forwarder(echo) as port:
+        rtt.samples = [tcp.round_trip(port, count) for _ in range(runs)]
+
+
+def run(results: Results, runs: int, quick: bool = False) -> None:
+    """Direct TCP and ssh -L; tether's forwards are measured by bench.tether_forward."""
+    size = (16 if quick else 512) << 20
+    count = 200 if quick else 2000
+    measure(results, runs, "direct TCP", direct, size=size, count=count, peer=None)
+    if not sshd.available():
+        results.notes.append("ssh -L not measured: openssh-server is not installed")
+        return
+    with sshd.running_sshd() as server:
+        measure(results, runs, "ssh -L", lambda p: ssh_forward(server, p), size=size,
+                count=count, peer="direct TCP")
