@@ -35,7 +35,8 @@ class Figure:
         """``median (min–max)`` in the figure's unit."""
         if not self.samples:
             return "not measured"
-        return f"{_fmt(self.median)} ({_fmt(min(self.samples))}–{_fmt(max(self.samples))}) {self.unit}"
+        low, high = _fmt(min(self.samples)), _fmt(max(self.samples))
+        return f"{_fmt(self.median)} ({low}–{high}) {self.unit}"
 
 
 def _fmt(value: float) -> str:

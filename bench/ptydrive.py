@@ -28,7 +28,8 @@ class PtyProcess:
         while needle not in seen:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([self.master], [], [], left)[0]:
-                raise TimeoutError(f"{needle!r} not seen within {timeout} s; got {bytes(seen[-200:])!r}")
+                tail = bytes(seen[-200:])
+                raise TimeoutError(f"{needle!r} not seen within {timeout} s; got {tail!r}")
             try:
                 seen += os.read(self.master, 65536)
             except OSError as exc:
