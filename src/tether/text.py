@@ -50,3 +50,25 @@ def redact_url(url: str) -> str:
         return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
     except ValueError:
         return "<unparseable URL>"
+
+
+# Secrets that may hide in any text: bearer credentials, tether API tokens,
+# JWTs, and ``key=value`` or ``"key": "value"`` pairs whose key names a secret.
+_SENSITIVE_NAMES = (r"access_token|refresh_token|id_token|device_code|client_secret|api_key|apikey"
+                r"|password|passwd|secret|token|jwt|authorization")
+_SECRET_PATTERNS = (
+    (re.compile(r"(?i)\b(bearer)(\s+)(?![A-Za-z_]+=\")[A-Za-z0-9\-._~+/]+=*"), rf"\1\2{REDACTED}"),
+    (re.compile(r"(?i)\b(authorization[\"']?\s*[:=]\s*[\"']?)(basic|digest|negotiate)\s+"
+                r"[^\s\"',;]+"), rf"\1\2 {REDACTED}"),
+    (re.compile(r"\btth_[A-Za-z0-9_\-]+"), REDACTED),
+    (re.compile(r"\beyJ[A-Za-z0-9_\-]*\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"), REDACTED),
+    (re.compile(rf"(?i)\b({_SENSITIVE_NAMES})(=|[\"']\s*:\s*[\"']?)"
+                rf"(?!{REDACTED}\b)[^\s\"'&,;}}]+"), rf"\1\2{REDACTED}"),
+)
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with bearer values, ``tth_`` tokens, JWTs and secret-named values replaced."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text

@@ -74,20 +74,23 @@ def close_code_name(code: int) -> str:
 def format_close_reason(code: str, text: str) -> str:
     """``code: text``, cut on a character boundary to the 123-byte limit of a close frame."""
     reason = f"{code}: {text}" if code else text
-    raw = reason.encode("utf-8")
+    raw = reason.encode("utf-8", errors="replace")  # lone surrogates become "?"
     if len(raw) <= MAX_CLOSE_REASON_BYTES:
-        return reason
+        return raw.decode("utf-8")
     return raw[:MAX_CLOSE_REASON_BYTES].decode("utf-8", errors="ignore")
+
+
+_CODE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz-")
 
 
 def parse_close_reason(reason: str) -> tuple[str | None, str]:
     """Split a ``code: text`` reason; ``(None, reason)`` when it has no such prefix.
 
-    A prefix counts when it looks like a catalog code: lowercase letters and
-    hyphens, no spaces.
+    A prefix counts when it looks like a catalog code: ASCII lowercase letters
+    and hyphens, no spaces.
     """
     head, sep, tail = reason.partition(":")
-    if sep and head and len(head) <= 40 and all(c.islower() or c == "-" for c in head):
+    if sep and head and len(head) <= 40 and all(c in _CODE_CHARS for c in head):
         return head, tail.strip()
     return None, reason.strip()
 
@@ -282,7 +285,7 @@ class LogDecoder:
 
     def feed(self, data: bytes | str) -> Iterator[LogRecord | BadRecord]:
         """Records for every complete line in what has come so far."""
-        chunk = data.encode("utf-8", errors="surrogateescape") if isinstance(data, str) else data
+        chunk = data.encode("utf-8", errors="surrogatepass") if isinstance(data, str) else data
         start = 0
         while (end := chunk.find(b"\n", start)) >= 0:
             piece, start = chunk[start:end], end + 1
