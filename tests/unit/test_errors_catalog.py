@@ -113,3 +113,7 @@ def test_close_matches_and_normalization() -> None:
     assert set(close_matches("timeout")) == {"connect-timeout", "agent-timeout",
                                              "keepalive-timeout"}
     assert close_matches("zzzzzz") == []
+
+
+def test_readme_error_table_is_current() -> None:
+    assert_marked_table_current(Path(__file__).parents[2] / "README.md")
