@@ -25,6 +25,7 @@ from tether import __version__
 from tether.cli.options import (
     Output,
     Settings,
+    duration_option,
     output_from_env,
     settings,
     verbose_from_env,
@@ -46,6 +47,9 @@ app = typer.Typer(
 )
 
 
+_CONNECTION = "Connection (global: also accepted after the command)"
+
+
 def _version_callback(value: bool) -> None:
     if value:
         typer.echo(f"tether {__version__}")
@@ -53,7 +57,7 @@ def _version_callback(value: bool) -> None:
 
 
 @app.callback()
-def root(
+def root(  # noqa: PLR0917 - one parameter per global option
     ctx: typer.Context,
     output: Annotated[Output, typer.Option(
         "--output", "-o", envvar="TETHER_OUTPUT", show_envvar=True, case_sensitive=False,
@@ -71,15 +75,50 @@ def root(
         "--version", callback=_version_callback, is_eager=True,
         help="Print the version and exit.",
     )] = False,
+    retry_for: Annotated[float, typer.Option(
+        "--retry-for", envvar="TETHER_RETRY_FOR", show_envvar=True, parser=duration_option,
+        metavar="DURATION", rich_help_panel=_CONNECTION,
+        help="Keep retrying transient failures for this long (e.g. 5m, 30s; 0: never retry).",
+    )] = 300.0,
+    connect_timeout: Annotated[float, typer.Option(
+        "--connect-timeout", envvar="TETHER_CONNECT_TIMEOUT", show_envvar=True,
+        parser=duration_option, metavar="DURATION", rich_help_panel=_CONNECTION,
+        help="One deadline over DNS, TCP, TLS and the WebSocket handshake.",
+    )] = 15.0,
+    ca_cert: Annotated[str | None, typer.Option(
+        "--ca-cert", envvar="TETHER_CA_CERT", show_envvar=True, metavar="FILE",
+        rich_help_panel=_CONNECTION,
+        help="Trust this PEM bundle instead of the system store (SSL_CERT_FILE also works).",
+    )] = None,
+    insecure: Annotated[bool, typer.Option(
+        "--insecure", envvar="TETHER_INSECURE", show_envvar=True, rich_help_panel=_CONNECTION,
+        help="Do not verify the gateway's TLS certificate. Warned about on every connection.",
+    )] = False,
+    keepalive_interval: Annotated[float, typer.Option(
+        "--keepalive-interval", envvar="TETHER_KEEPALIVE_INTERVAL", show_envvar=True,
+        parser=duration_option, metavar="DURATION", rich_help_panel=_CONNECTION,
+        help="Send a ping this often (0: never).",
+    )] = 30.0,
+    keepalive_timeout: Annotated[float, typer.Option(
+        "--keepalive-timeout", envvar="TETHER_KEEPALIVE_TIMEOUT", show_envvar=True,
+        parser=duration_option, metavar="DURATION", rich_help_panel=_CONNECTION,
+        help="Declare the connection dead after this long with nothing received.",
+    )] = 75.0,
 ) -> None:
     """Shell, logs and port-forward to remote services, with precise errors."""
-    ctx.obj = Settings(output=Output(output), verbose=verbose, gateway=gateway or None)
+    ctx.obj = Settings(output=Output(output), verbose=verbose, gateway=gateway or None,
+                       retry_for=retry_for, connect_timeout=connect_timeout,
+                       ca_cert=ca_cert or None, insecure=insecure,
+                       keepalive_interval=keepalive_interval,
+                       keepalive_timeout=keepalive_timeout)
 
 
 # --- global options anywhere on the command line ---------------------------------------
 
-_FLAGS = frozenset({"-v", "--verbose"})
-_VALUED = frozenset({"-o", "--output", "--gateway"})
+_FLAGS = frozenset({"-v", "--verbose", "--insecure"})
+_VALUED = frozenset({"-o", "--output", "--gateway", "--retry-for", "--connect-timeout",
+                     "--ca-cert", "--keepalive-interval", "--keepalive-timeout"})
+_VALUED_EQ = tuple(f"{name}=" for name in _VALUED if name.startswith("--"))
 
 
 def hoist_global_options(argv: Sequence[str]) -> list[str]:
@@ -103,8 +142,7 @@ def hoist_global_options(argv: Sequence[str]) -> list[str]:
         elif arg in _VALUED:
             front.extend(args[i:i + 2])
             i += 1
-        elif arg.startswith(("--output=", "--gateway=")) or (arg.startswith("-o") and
-                                                               not arg.startswith("--")):
+        elif arg.startswith(_VALUED_EQ) or (arg.startswith("-o") and not arg.startswith("--")):
             front.append(arg)
         else:
             rest.append(arg)
@@ -127,7 +165,7 @@ def _render_settings(argv: Sequence[str]) -> tuple[str, bool]:
             value = arg.partition("=")[2]
         elif arg.startswith("-o") and len(arg) > 2 and not arg.startswith("--"):
             value = arg[2:]
-        elif arg in _FLAGS:
+        elif arg in ("-v", "--verbose"):
             verbose = True
         if value is not None:
             output = Output.JSON if value.strip().lower() == Output.JSON else Output.TEXT
@@ -249,3 +287,9 @@ app.command("errors")(errors_cmd.errors_command)
 from tether.cli import auth as auth_cmd  # noqa: E402
 
 app.add_typer(auth_cmd.app, name="auth")
+
+from tether.cli import demo as demo_cmd  # noqa: E402
+from tether.cli import gateway as gateway_cmd  # noqa: E402
+
+app.add_typer(gateway_cmd.app, name="gateway")
+app.command("demo")(demo_cmd.demo_command)

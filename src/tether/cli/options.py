@@ -26,6 +26,13 @@ class Settings:
     output: Output = Output.TEXT
     verbose: bool = False
     gateway: str | None = None
+    # how to reach the gateway (shell, logs, port-forward, status, doctor, auth)
+    retry_for: float = 300.0
+    connect_timeout: float = 15.0
+    ca_cert: str | None = None
+    insecure: bool = False
+    keepalive_interval: float = 30.0
+    keepalive_timeout: float = 75.0
 
     @property
     def json(self) -> bool:

@@ -1,0 +1,77 @@
+"""Running the installed ``tether`` as a subprocess, the way a user does, and reading what it said.
+
+- ``tether_env(gateway, token, tmp)``: a clean environment: no TETHER_* or proxy
+  variables from outside, config and state in ``tmp``, no colour, the given
+  gateway and token.
+- ``run_tether(*args, env=..., input=..., timeout=...)``: run to completion (bounded).
+- ``spawn_tether(*args, env=...)``: a Popen for tests that interrupt or watch it.
+- ``json_events(stderr)``: the JSON objects of ``--output json`` stderr, in order.
+- ``assert_no_secrets(secrets, *texts)``: none of the token values appears anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+TETHER = [sys.executable, "-m", "tether"]
+_SCRUB = ("TETHER_", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY",
+          "all_proxy", "NO_PROXY", "no_proxy", "SSL_CERT_FILE", "FORCE_COLOR")
+
+
+def tether_env(gateway: str | None, token: str | None, tmp: Path, **extra: str) -> dict[str, str]:
+    """An environment for one tether process, isolated from the machine's own settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB)}
+    env.update({
+        "NO_COLOR": "1",
+        "TETHER_CONFIG_DIR": str(tmp / "config"),
+        "TETHER_STATE_DIR": str(tmp / "state"),
+        "PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring",
+        "XDG_DATA_HOME": str(tmp / "data"),
+        "PYTHONUNBUFFERED": "1",
+    })
+    if gateway is not None:
+        env["TETHER_GATEWAY"] = gateway
+    if token is not None:
+        env["TETHER_TOKEN"] = token
+    env.update(extra)
+    return env
+
+
+def run_tether(*args: str, env: dict[str, str], input: bytes | None = None,
+               timeout: float = 30.0) -> subprocess.CompletedProcess[bytes]:
+    """Run ``tether ARGS`` to completion; TimeoutExpired (the child killed) past ``timeout``."""
+    return subprocess.run([*TETHER, *args], env=env, input=input, capture_output=True,
+                          timeout=timeout, check=False)
+
+
+def spawn_tether(*args: str, env: dict[str, str], **popen: Any) -> subprocess.Popen[bytes]:
+    """Start ``tether ARGS`` with pipes for stdin, stdout and stderr unless told otherwise."""
+    popen.setdefault("stdin", subprocess.PIPE)
+    popen.setdefault("stdout", subprocess.PIPE)
+    popen.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen([*TETHER, *args], env=env, **popen)
+
+
+def json_events(stderr: bytes | str) -> list[dict[str, Any]]:
+    """Each line of ``stderr`` that is a JSON object, parsed; other lines are an error."""
+    text = stderr.decode() if isinstance(stderr, bytes) else stderr
+    events = []
+    for line in text.splitlines():
+        if line.strip():
+            value = json.loads(line)
+            assert isinstance(value, dict), line
+            events.append(value)
+    return events
+
+
+def assert_no_secrets(secrets: list[str], *texts: bytes | str) -> None:
+    """Fail when any secret value appears in any of ``texts``."""
+    for text in texts:
+        blob = text.decode(errors="replace") if isinstance(text, bytes) else text
+        for secret in secrets:
+            assert secret and secret not in blob, "a token value appeared in the output"
