@@ -69,9 +69,10 @@ def test_trickle_and_delay_slow_but_keep_bytes(echo_server: int) -> None:
 def test_refuse_resets_new_connections(echo_server: int) -> None:
     with ChaosProxy(echo_server) as proxy:
         proxy.refuse = True
-        with socket.create_connection(("127.0.0.1", proxy.port), timeout=3) as sock:
+        with pytest.raises(OSError), \
+                socket.create_connection(("127.0.0.1", proxy.port), timeout=3) as sock:
             sock.settimeout(2)
-            with pytest.raises(OSError):
-                sock.sendall(b"z")
-                if not sock.recv(10):
-                    raise ConnectionResetError("closed")
+            sock.sendall(b"z")
+            if not sock.recv(10):
+                raise ConnectionResetError("closed")
+        assert proxy.accepted == 1
