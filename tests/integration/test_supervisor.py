@@ -131,6 +131,36 @@ def test_401_refreshable_is_refreshed_once_then_connects(server_of: Any) -> None
     assert reporter.events == [("refreshing", Code.TOKEN_EXPIRED), ("reconnected", 2)]
 
 
+class FlakyRefreshJWT(CountingJWT):
+    """Its first refresh meets an unreachable token endpoint (a real refused connection)."""
+
+    def refresh(self) -> None:
+        if self.refreshes == 0 and not getattr(self, "failed", False):
+            self.failed = True
+            import socket
+
+            from tether.ws.classify import classify_exception
+
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            except OSError as exc:
+                raise TetherError(classify_exception(exc)) from exc
+        super().refresh()
+
+
+def test_refresh_that_cannot_reach_its_endpoint_waits_and_refreshes_later(
+        server_of: Any) -> None:
+    server = server_of(problem(401, "token-expired", "expired"),
+                       problem(401, "token-expired", "expired"),
+                       upgrade_then(send(0x1, b"line"), close(1000)))
+    jwt, clock = FlakyRefreshJWT(), Clock()
+    assert supervise(server.url, jwt, clock).run() == [b"line"]
+    assert (server.dials, jwt.refreshes, len(clock.sleeps)) == (3, 1, 1)
+
+
 def test_401_twice_gives_up_after_one_refresh(server_of: Any) -> None:
     server = server_of(problem(401, "unauthorized", "bad signature"))
     jwt, clock = CountingJWT(), Clock()

@@ -9,17 +9,18 @@ event per line with ``--output json``.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
 from tether.cli.options import Settings, settings
-from tether.errors import Failure
+from tether.errors import Code, Failure, TetherError
 
 if TYPE_CHECKING:
     from tether.auth.credentials import Credential
@@ -65,12 +66,30 @@ def open_link(ctx: typer.Context) -> Link:
     return Link(s, gateway, credential, options)
 
 
+REJECTED_ENV_HINT = ("TETHER_TOKEN was rejected and is never refreshed: make a new API token "
+                      "(`tether gateway token create` on the gateway), or unset TETHER_TOKEN "
+                      "and run `tether auth login`.")
+
+
+@contextlib.contextmanager
+def worded_for(link: Link) -> Iterator[None]:
+    """Failures leaving the block get the hint that fits where the credential came from."""
+    try:
+        yield
+    except TetherError as err:
+        rejected = err.failure.code in (Code.UNAUTHORIZED, Code.TOKEN_EXPIRED)
+        if rejected and link.credential.describe().source == "environment":
+            raise TetherError(err.failure.replace(hint=REJECTED_ENV_HINT)) from err
+        raise
+
+
 def dial_once(link: Link, command: str, params: Params, reporter: StatusReporter) -> Connection:
     """One dial of ``command``; raises TetherError with the classified failure."""
     from tether.ws.dial import dial
 
-    return dial(link.gateway, command, params, link.credential, link.options, role=link.role,
-                warn=reporter.warning)
+    with worded_for(link):
+        return dial(link.gateway, command, params, link.credential, link.options,
+                    role=link.role, warn=reporter.warning)
 
 
 def supervise(link: Link, command: str, params: Callable[[Attempt], Params],
@@ -90,7 +109,8 @@ def supervise(link: Link, command: str, params: Callable[[Attempt], Params],
                             policy=RetryPolicy(retry_for=link.settings.retry_for),
                             reporter=report)
     try:
-        return supervisor.run()
+        with worded_for(link):
+            return supervisor.run()
     finally:
         report.clear()
 

@@ -141,6 +141,10 @@ class RetryState:
         self._waits += 1
         return Wait(delay, self._attempts)
 
+    def refresh_not_done(self) -> None:
+        """The refresh that was decided did not happen (its endpoint was unreachable)."""
+        self._refreshed = False
+
     def _new_run(self) -> None:
         self._run_start = None
         self._connect_start = None

@@ -158,7 +158,15 @@ class Supervisor(Generic[C, T]):
             case Refresh():
                 assert self._credential is not None
                 self._reporter.refreshing(err.failure)
-                self._credential.refresh()
+                try:
+                    self._credential.refresh()
+                except TetherError as failed:
+                    if not failed.failure.retryable:
+                        raise
+                    # The token endpoint was unreachable: wait as the policy says and
+                    # let the next refusal try the refresh again.
+                    self.state.refresh_not_done()
+                    self._after(failed, refreshable)
             case Wait(delay=delay, attempt=attempt):
                 self._reporter.retrying(err.failure, attempt, delay)
                 self._sleep(delay)
