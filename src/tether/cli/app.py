@@ -293,3 +293,23 @@ from tether.cli import gateway as gateway_cmd  # noqa: E402
 
 app.add_typer(gateway_cmd.app, name="gateway")
 app.command("demo")(demo_cmd.demo_command)
+
+from tether.cli import shell as shell_cmd  # noqa: E402
+
+app.command("shell", context_settings=shell_cmd.CONTEXT_SETTINGS)(shell_cmd.shell)
+
+from tether.cli import logs as logs_cmd  # noqa: E402
+
+app.command("logs")(logs_cmd.logs_command)
+
+from tether.cli import port_forward as port_forward_cmd  # noqa: E402
+
+app.command("port-forward")(port_forward_cmd.port_forward_command)
+
+from tether.cli import completion as completion_cmd  # noqa: E402
+from tether.cli import doctor as doctor_cmd  # noqa: E402
+from tether.cli import status as status_cmd  # noqa: E402
+
+app.command("status")(status_cmd.status_command)
+app.command("doctor")(doctor_cmd.doctor_command)
+app.add_typer(completion_cmd.app, name="completion", hidden=True)

@@ -1,0 +1,331 @@
+"""``/v1/shell``: a process on a pseudo-terminal, or on pipes, bridged to one WebSocket.
+
+With a tty the process becomes a session leader with the terminal as its
+controlling tty (a short ``python -c`` prelude calls ``login_tty`` and execs
+the command: ``fork`` in a threaded gateway is not safe for anything more).
+Output is read in 64 KiB pieces, and the next read waits until the previous
+frame is handed to the socket, so a slow client slows the process, not the
+gateway's memory.
+
+The environment of the process is small on purpose: PATH, HOME, USER, LANG,
+TERM, the service's ``env``, and TETHER_SERVICE / TETHER_INSTANCE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import signal
+import struct
+import sys
+import termios
+import uuid
+from collections.abc import Awaitable, Callable
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from tether.gateway.config import ServiceConfig
+from tether.gateway.session import close_with, decode_or_close
+from tether.ws.protocol import (
+    CloseCode,
+    Eof,
+    Exit,
+    ProtocolViolation,
+    Resize,
+    SessionStarted,
+    Stream,
+    decode_shell_frame,
+    encode_control,
+    encode_shell_frame,
+)
+
+log = logging.getLogger("tether.gateway.shell")
+READ_SIZE = 64 * 1024
+DRAIN_IDLE = 0.5  # after the process exits, wait this long for output still on its way
+
+_LOGIN_TTY = (
+    "import os,sys\n"
+    "os.login_tty(0)\n"
+    "try:\n"
+    "    os.execvp(sys.argv[1], sys.argv[1:])\n"
+    "except OSError as e:\n"
+    "    sys.stderr.write(f'tether: cannot run {sys.argv[1]}: {e.strerror}\\r\\n')\n"
+    "    os._exit(126 if e.errno == 13 else 127)\n"
+)
+
+
+def process_env(service: ServiceConfig, instance: str, *, tty: bool) -> dict[str, str]:
+    """The environment of a shell process."""
+    env = {key: os.environ[key] for key in ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL",
+                                           "TMPDIR") if key in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env["TERM"] = "xterm-256color" if tty else "dumb"
+    env.update(service.env)
+    env["TETHER_SERVICE"] = service.name
+    env["TETHER_INSTANCE"] = instance
+    return env
+
+
+def exit_status(returncode: int) -> int:
+    """The exit status a shell would report: the code, or 128 + signal number."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def read_fd(fd: int, size: int) -> bytes:
+    """Read at most ``size`` bytes from a non-blocking fd; b"" at end (EIO on a pty is the end)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            return os.read(fd, size)
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            if exc.errno == errno.EIO:
+                return b""
+            raise
+        ready: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(fd, _wake, ready)
+        try:
+            await ready
+        finally:
+            loop.remove_reader(fd)
+
+
+async def write_fd(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to a non-blocking fd, waiting while it is full."""
+    loop = asyncio.get_running_loop()
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+            continue
+        except BlockingIOError:
+            pass
+        ready: asyncio.Future[None] = loop.create_future()
+        loop.add_writer(fd, _wake, ready)
+        try:
+            await ready
+        finally:
+            loop.remove_writer(fd)
+
+
+def set_window(fd: int, cols: int, rows: int) -> None:
+    """Set a terminal's size (TIOCSWINSZ)."""
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+class ShellSession:
+    """One process and the pumps between it and the WebSocket."""
+
+    def __init__(self, ws: ServerConnection, service: ServiceConfig, instance: str,
+                 argv: list[str], *, tty: bool, cols: int, rows: int) -> None:
+        self.ws = ws
+        self.service = service
+        self.instance = instance
+        self.argv = argv
+        self.tty = tty
+        self.cols, self.rows = cols, rows
+        self.process: asyncio.subprocess.Process | None = None
+        self.master: int | None = None
+        self.progress = 0  # bytes sent so far, to tell a busy drain from an idle one
+
+    async def spawn(self) -> None:
+        """Start the process; raises OSError when it cannot start."""
+        env = process_env(self.service, self.instance, tty=self.tty)
+        cwd = self.service.cwd
+        if not self.tty:
+            self.process = await asyncio.create_subprocess_exec(
+                *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, cwd=cwd, env=env, start_new_session=True,
+                limit=READ_SIZE)
+            return
+        master, slave = os.openpty()
+        try:
+            set_window(master, self.cols, self.rows)
+            os.set_blocking(master, False)
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-I", "-S", "-c", _LOGIN_TTY, *self.argv,
+                stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env)
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)
+        self.master = master
+
+    async def run(self) -> None:
+        """Bridge until the process exits (exit message, close 1000) or the client goes."""
+        proc = self.process
+        assert proc is not None
+        await self.ws.send(encode_control(SessionStarted(uuid.uuid4().hex, self.instance)))
+        pumps = self._output_pumps()
+        inbound = asyncio.create_task(self._input())
+        waiter = asyncio.create_task(proc.wait())
+        try:
+            await asyncio.wait({waiter, inbound}, return_when=asyncio.FIRST_COMPLETED)
+            if not waiter.done():
+                return  # the client went away or broke the protocol: finally kills the process
+            await self._drain(pumps)
+            await self.ws.send(encode_control(Exit(exit_status(waiter.result()))))
+            await self.ws.close(CloseCode.NORMAL, "")
+        except ConnectionClosed:
+            pass
+        finally:
+            for task in (*pumps, inbound, waiter):
+                task.cancel()
+            for task in (*pumps, inbound):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self._cleanup()
+
+    def _output_pumps(self) -> list[asyncio.Task[None]]:
+        proc = self.process
+        assert proc is not None
+        if self.master is not None:
+            master = self.master
+            return [asyncio.create_task(self._pump(lambda: read_fd(master, READ_SIZE),
+                                                   Stream.STDOUT))]
+        assert proc.stdout is not None and proc.stderr is not None
+        out, err = proc.stdout, proc.stderr
+        return [asyncio.create_task(self._pump(lambda: out.read(READ_SIZE), Stream.STDOUT)),
+                asyncio.create_task(self._pump(lambda: err.read(READ_SIZE), Stream.STDERR))]
+
+    async def _pump(self, read: Callable[[], Awaitable[bytes]], stream: Stream) -> None:
+        while True:
+            data = await read()
+            if not data:
+                return
+            await self.ws.send(encode_shell_frame(stream, data))
+            self.progress += len(data)
+
+    async def _drain(self, pumps: list[asyncio.Task[None]]) -> None:
+        """Wait for the output still on its way, while it keeps coming."""
+        for _ in range(10_000):
+            before = self.progress
+            _, pending = await asyncio.wait(pumps, timeout=DRAIN_IDLE)
+            if not pending or self.progress == before:
+                return
+
+    async def _input(self) -> None:
+        """Client to process: stdin frames, resize and eof; returns when the client is gone."""
+        with contextlib.suppress(ConnectionClosed):
+            async for message in self.ws:
+                if isinstance(message, str):
+                    control = await decode_or_close(self.ws, message)
+                    if control is None or not await self._control(control):
+                        return
+                    continue
+                try:
+                    stream, data = decode_shell_frame(message)
+                except ProtocolViolation as exc:
+                    await close_with(self.ws, CloseCode.PROTOCOL_ERROR, "protocol-error", str(exc))
+                    return
+                if stream is not Stream.STDIN:
+                    await close_with(self.ws, CloseCode.PROTOCOL_ERROR, "protocol-error",
+                                     "a client may send only stdin (0x00) frames")
+                    return
+                await self._write(data)
+
+    async def _control(self, control: object) -> bool:
+        if isinstance(control, Resize):
+            if self.master is not None:
+                set_window(self.master, control.cols, control.rows)
+                self._signal(signal.SIGWINCH)
+            return True
+        if isinstance(control, Eof):
+            await self._eof()
+            return True
+        await close_with(self.ws, CloseCode.UNSUPPORTED_DATA, "protocol-error",
+                         f"{type(control).__name__} is not a message a client sends")
+        return False
+
+    async def _write(self, data: bytes) -> None:
+        proc = self.process
+        assert proc is not None
+        with contextlib.suppress(OSError, ConnectionError):
+            if self.master is not None:
+                await write_fd(self.master, data)
+            elif proc.stdin is not None and not proc.stdin.is_closing():
+                proc.stdin.write(data)
+                await proc.stdin.drain()
+
+    async def _eof(self) -> None:
+        """End of stdin: the terminal's EOF character with a tty, else close the pipe."""
+        proc = self.process
+        assert proc is not None
+        if self.master is not None:
+            try:
+                eof_char = termios.tcgetattr(self.master)[6][termios.VEOF]
+            except termios.error:
+                eof_char = b"\x04"
+            await self._write(eof_char if isinstance(eof_char, bytes) else bytes([eof_char]))
+        elif proc.stdin is not None:
+            proc.stdin.close()
+
+    def _signal(self, signum: int) -> None:
+        proc = self.process
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signum)
+
+    async def _cleanup(self) -> None:
+        """Hang up the process group (as a closing terminal would); kill it if it stays."""
+        proc = self.process
+        if self.master is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.master)
+            self.master = None
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()
+        for signum in (signal.SIGHUP, signal.SIGCONT):
+            self._signal_group(signum)
+        try:
+            await asyncio.wait_for(asyncio.shield(proc.wait()), 1.0)
+        except TimeoutError:
+            self._signal_group(signal.SIGKILL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(proc.wait()), 1.0)
+
+    def _signal_group(self, signum: int) -> None:
+        proc = self.process
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signum)
+
+
+async def serve_shell(ws: ServerConnection, service: ServiceConfig, instance: str,
+                      argv: list[str], *, tty: bool, cols: int, rows: int) -> None:
+    """Serve one ``/v1/shell`` session."""
+    session = ShellSession(ws, service, instance, argv, tty=tty, cols=cols, rows=rows)
+    try:
+        await session.spawn()
+    except FileNotFoundError as exc:
+        if service.cwd is not None and not service.cwd.is_dir():
+            log.error("shell of service %s: working directory missing: %s", service.name, exc)
+            await close_with(ws, CloseCode.INTERNAL_ERROR, "backend-unavailable",
+                             f"the host of service {service.name} cannot start a shell")
+            return
+        await ws.send(encode_control(SessionStarted(uuid.uuid4().hex, instance)))
+        await ws.send(encode_shell_frame(Stream.STDERR,
+                                         f"tether: cannot run {argv[0]}: not found\n".encode()))
+        await ws.send(encode_control(Exit(127)))
+        await ws.close(CloseCode.NORMAL, "")
+        return
+    except OSError as exc:
+        log.error("shell of service %s did not start: %s", service.name, exc)
+        await close_with(ws, CloseCode.INTERNAL_ERROR, "backend-unavailable",
+                         f"the host of service {service.name} cannot start a shell")
+        return
+    await session.run()
