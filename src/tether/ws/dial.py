@@ -31,6 +31,7 @@ import logging
 import os
 import platform
 import re
+import select
 import socket
 import ssl
 import struct
@@ -58,10 +59,16 @@ __all__ = [
     "OPCODE_TEXT",
     "Closed",
     "Connection",
+    "Deadline",
     "DialOptions",
     "Message",
     "dial",
+    "open_tcp",
+    "proxy_for",
     "request_url",
+    "resolve",
+    "tls_context",
+    "tunnel",
     "user_agent",
 ]
 
@@ -374,6 +381,15 @@ def _tls_context(options: DialOptions) -> ssl.SSLContext:
     return context
 
 
+#: Public names of the transport steps, for step-by-step diagnosis (`tether doctor`).
+Deadline = _Deadline
+resolve = _resolve
+open_tcp = _open_tcp
+proxy_for = _proxy_for
+tunnel = _tunnel
+tls_context = _tls_context
+
+
 # --- the HTTP upgrade --------------------------------------------------------------------
 
 _STATUS_LINE = re.compile(rb"HTTP/\d(?:\.\d)? +(\d{3})(?: .*)?")
@@ -523,10 +539,12 @@ def dial(gateway: str, command: str, params: Mapping[str, ParamValue],
                               "intercepted.")
     key = base64.b64encode(os.urandom(16)).decode()
     path = parts.path + (f"?{parts.query}" if parts.query else "")
+    # Subprotocols joined by "," alone: websockify 0.13 splits the header on "," and does not strip.
     request = "\r\n".join([
         f"GET {path} HTTP/1.1", f"Host: {parts.netloc}", "Upgrade: websocket",
         "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13",
-        f"Sec-WebSocket-Protocol: {', '.join(offered)}", f"Authorization: {authorization}",
+        f"Sec-WebSocket-Protocol: {','.join(offered)}",
+        *([f"Authorization: {authorization}"] if authorization else []),
         f"X-Request-Id: {request_id}", f"User-Agent: {user_agent()}", "", ""]).encode()
 
     deadline = _Deadline(opts.connect_timeout)
@@ -692,6 +710,21 @@ class Connection:
                     raise TetherError(self._outcome) from exc
                 self._result()
                 return None
+
+    def ready(self) -> bool:
+        """Whether more of the stream has already arrived, so that ``recv`` would likely not wait.
+
+        For a reader that batches its output: it flushes when this is False.
+        """
+        if self._rpos < len(self._rbuf) or self._outcome is not None:
+            return True
+        pending = getattr(self._sock, "pending", None)
+        if pending is not None and pending():
+            return True
+        try:
+            return bool(select.select([self._sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True  # recv() finds out what is wrong
 
     def _assemble(self, fin: int, opcode: int, data: bytes) -> Message | None:
         if opcode != _OP_CONT:
