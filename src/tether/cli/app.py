@@ -106,6 +106,9 @@ def root(  # noqa: PLR0917 - one parameter per global option
     )] = 75.0,
 ) -> None:
     """Shell, logs and port-forward to remote services, with precise errors."""
+    source = ctx.get_parameter_source("gateway")
+    if source is not None and source.name != "COMMANDLINE":
+        gateway = None  # TETHER_GATEWAY: resolve_gateway reads it and names it as the origin
     ctx.obj = Settings(output=Output(output), verbose=verbose, gateway=gateway or None,
                        retry_for=retry_for, connect_timeout=connect_timeout,
                        ca_cert=ca_cert or None, insecure=insecure,
