@@ -194,6 +194,11 @@ class StatusReporter:
                 self._shown = False
 
     def _show(self, line: str, stop: threading.Event) -> None:
+        from tether.cli.terminal import size
+
+        width = size(sys.stderr.fileno())[0] - 1
+        if len(line) > width:  # a wrapped line could not be erased with one \r
+            line = line[: max(width - 1, 1)] + "…"
         with self._lock:
             if stop.is_set():  # cleared meanwhile: the line must not come back
                 return
