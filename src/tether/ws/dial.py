@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -615,7 +616,12 @@ class Connection:
         self._fragment_op = 0
         self._fragment_size = 0
         self._keepalive_timeout = options.keepalive_timeout
-        sock.settimeout(options.keepalive_timeout if options.keepalive_timeout > 0 else None)
+        self._timeout = options.keepalive_timeout if options.keepalive_timeout > 0 else None
+        # One SSL object must not be used by two threads at once (OpenSSL): with TLS the
+        # socket is non-blocking and every SSL call holds _tls_lock; waiting is done in select.
+        self._tls = isinstance(sock, ssl.SSLSocket)
+        self._tls_lock = threading.Lock()
+        sock.settimeout(0.0 if self._tls else self._timeout)
         if options.keepalive_interval > 0 or options.keepalive_timeout > 0:
             threading.Thread(target=self._keepalive, name="tether-keepalive", daemon=True,
                              args=(options.keepalive_interval, options.keepalive_timeout)).start()
@@ -642,7 +648,7 @@ class Connection:
                 return buf[pos:] if pos else buf
             self._rpos = end
             return buf[pos:end]
-        data = self._sock.recv(_READ_SIZE)
+        data = self._tls_io(self._recv_tls) if self._tls else self._sock.recv(_READ_SIZE)
         if not data:
             raise websocket.WebSocketConnectionClosedException(
                 "the connection was closed without a close frame")
@@ -812,7 +818,7 @@ class Connection:
         raw = websocket.ABNF.create_frame(payload, opcode).format()
         try:
             with self._send_lock:
-                self._sock.sendall(raw)
+                self._sendall(raw)
         except Exception as exc:
             self._settle(exc)
             self._raise_ended(exc)
@@ -821,9 +827,35 @@ class Connection:
         raw = websocket.ABNF.create_frame(payload, opcode).format()
         if self._send_lock.acquire(timeout=-1 if wait is None else wait):
             try:
-                self._sock.sendall(raw)
+                self._sendall(raw)
             finally:
                 self._send_lock.release()
+
+    def _sendall(self, raw: bytes) -> None:
+        if not self._tls:
+            self._sock.sendall(raw)
+            return
+        view = memoryview(raw)
+        while view:
+            view = view[self._tls_io(functools.partial(self._sock.send, view)):]
+
+    def _recv_tls(self) -> bytes:
+        return self._sock.recv(_READ_SIZE)
+
+    def _tls_io(self, call: Callable[[], Any]) -> Any:
+        """``call()`` on the non-blocking TLS socket under the lock, waiting in select()."""
+        end = None if self._timeout is None else time.monotonic() + self._timeout
+        while True:
+            with self._tls_lock:
+                try:
+                    return call()
+                except ssl.SSLWantReadError:
+                    want: tuple[list[socket.socket], list[socket.socket]] = ([self._sock], [])
+                except (ssl.SSLWantWriteError, BlockingIOError):
+                    want = ([], [self._sock])
+            left = None if end is None else end - time.monotonic()
+            if (left is not None and left <= 0) or not any(select.select(*want, [], left)):
+                raise TimeoutError("the socket timed out")
 
     def _settle(self, exc: BaseException) -> None:
         """After a failed send: find the close frame the peer may have sent, then end."""
@@ -844,7 +876,10 @@ class Connection:
                 left = until - time.monotonic()
                 if left <= 0 or self._outcome is not None:
                     return
-                self._sock.settimeout(left)
+                if self._tls:
+                    self._timeout = left
+                else:
+                    self._sock.settimeout(left)
                 _, opcode, data = self._next_frame()
                 if opcode == _OP_CLOSE:
                     self._on_close(data)
