@@ -1,0 +1,170 @@
+"""``tether logs SERVICE``: print a service's logs, or follow them, with every record once.
+
+Resume: the command remembers the cursor of the last record it handled
+(printed, filtered out, or a bad line that carried one). When a session breaks
+with a transient failure, the supervisor redials with ``after=<cursor>``; the
+gateway resumes every instance right after it, so nothing is lost or repeated.
+``--tail`` goes only on a dial without a cursor (``after`` supersedes it);
+``--since`` is turned into one absolute time at start and sent on every dial,
+so that a resumed stream keeps the same lower bound.
+
+A finite stream ends with the gateway's close 1000 (exit 0). A follow ends
+with Ctrl+C (130) or when the retry budget is spent (the failure's code).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from tether.cli.options import settings
+
+if TYPE_CHECKING:
+    from tether.cli.logprint import LogPrinter
+    from tether.ws.dial import Connection, ParamValue
+    from tether.ws.supervisor import Attempt
+
+
+def since_time(text: str, now: float | None = None) -> str:
+    """``--since`` as an RFC 3339 UTC time: a duration back from ``now``, or a time as given.
+
+    A time without a zone is UTC. Raises ValueError saying what is expected.
+    """
+    from tether.ws.durations import parse_duration
+
+    value = text.strip()
+    try:
+        stamp = (time.time() if now is None else now) - parse_duration(value)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("expected a duration (30s, 15m, 2h) or an RFC 3339 time "
+                             "(2026-01-02T03:04:05Z)") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        stamp = moment.timestamp()
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _since_option(value: str) -> str:
+    try:
+        return since_time(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+class LogSession:
+    """The query of each dial and the handler of each connection, sharing the resume cursor."""
+
+    def __init__(self, query: dict[str, ParamValue], printer: LogPrinter, *,
+                 raw: bool = False) -> None:
+        self.query = query
+        self.printer = printer
+        self.raw = raw
+        self.cursor: str | None = None  # the last record handled; resumes the next dial
+
+    def params(self, attempt: Attempt) -> dict[str, ParamValue]:
+        """The first query, or after a cursor: ``after=`` instead of ``tail``."""
+        if self.cursor is None or self.raw:
+            return self.query
+        query = {name: value for name, value in self.query.items() if name != "tail"}
+        query["after"] = self.cursor
+        return query
+
+    def handle(self, connection: Connection, attempt: Attempt) -> int:
+        """Print what arrives until the stream ends normally; raises TetherError if it breaks."""
+        from tether.cli.logframes import FrameDecoder
+
+        frames = FrameDecoder()
+        printer = self.printer
+        while (message := connection.recv()) is not None:
+            if self.raw:
+                printer.print_raw(message.data)
+                continue
+            cursor = printer.print(frames.feed(message.data))
+            if cursor is not None:
+                self.cursor = cursor
+        if not self.raw:
+            cursor = printer.print(frames.finish())
+            if cursor is not None:
+                self.cursor = cursor
+        return 0
+
+
+def logs_command(  # noqa: PLR0917 - one parameter per option
+    ctx: typer.Context,
+    service: Annotated[str, typer.Argument(
+        metavar="SERVICE", help="The service whose logs to show.")],
+    follow: Annotated[bool, typer.Option(
+        "--follow", "-f",
+        help="Keep streaming new records; reconnects resume exactly where they stopped.",
+    )] = False,
+    since: Annotated[str | None, typer.Option(
+        "--since", metavar="DURATION|TIME", parser=_since_option,
+        help="Only records at or after this time: a duration back from now (15m, 2h) or an "
+             "RFC 3339 time (2026-01-02T03:04:05Z).",
+    )] = None,
+    tail: Annotated[int | None, typer.Option(
+        "--tail", metavar="N", min=-1,
+        help="Start with the last N records of each instance (-1: all).",
+    )] = None,
+    timestamps: Annotated[bool, typer.Option(
+        "--timestamps", help="Put each record's time (RFC 3339, UTC) before its message.",
+    )] = False,
+    instance: Annotated[list[str] | None, typer.Option(
+        "--instance", metavar="NAME",
+        help="Only this instance (replica, pod, process); repeat for several.",
+    )] = None,
+    no_prefix: Annotated[bool, typer.Option(
+        "--no-prefix", help="Do not start lines with the instance's name.",
+    )] = False,
+    raw: Annotated[bool, typer.Option(
+        "--raw", help="Print each frame as it comes (for gateways that do not speak tether.v1).",
+    )] = False,
+) -> None:
+    """Print the logs of SERVICE; with -f, follow them.
+
+    Each line starts with its instance's name in brackets, as with kubectl
+    --prefix (coloured per instance on a terminal). With --output json each
+    record is one JSON object per line on stdout, and errors and reconnects
+    are JSON lines on stderr.
+    """
+    from tether.cli.connect import StatusReporter, open_link, supervise
+    from tether.cli.logprint import LogPrinter, Style, stdout_writer, use_color
+
+    s = settings(ctx)
+    names = list(dict.fromkeys(instance or []))
+    query: dict[str, ParamValue] = {"service": service, "follow": "1" if follow else "0"}
+    if len(names) == 1:
+        query["instance"] = names[0]
+    if tail is not None and tail >= 0:
+        query["tail"] = tail
+    if since is not None:
+        query["since"] = since
+    link = open_link(ctx)
+    reporter = StatusReporter(link.settings)
+    style = Style(json=s.json, color=not s.json and use_color(_stdout_fd(sys.stdout)),
+                  prefix=not no_prefix, timestamps=timestamps,
+                  instances=frozenset(names) if len(names) > 1 else None)
+    session = LogSession(query, LogPrinter(stdout_writer(), style, reporter.warning), raw=raw)
+    try:
+        supervise(link, "logs", session.params, session.handle, reporter)
+    except BrokenPipeError:  # click would turn it into exit 1: end like `yes | head -1` does
+        from tether.cli.app import EXIT_BROKEN_PIPE
+        from tether.cli.logprint import silence_stdout
+
+        silence_stdout()
+        raise typer.Exit(EXIT_BROKEN_PIPE) from None
+
+
+def _stdout_fd(stream: object) -> int:
+    try:
+        fileno = getattr(stream, "fileno", None)
+        return int(fileno()) if callable(fileno) else -1
+    except (OSError, ValueError):
+        return -1
