@@ -176,6 +176,10 @@ def boundary_app() -> typer.Typer:
         raise typer.Exit(3)
 
     @demo.command()
+    def pipe() -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    @demo.command()
     def show(ctx: typer.Context) -> None:
         typer.echo(repr(settings(ctx)))
 
@@ -284,3 +288,9 @@ def test_json_signal_record() -> None:
     (line,) = err.splitlines()
     record = json.loads(line)
     assert record["code"] == "interrupted" and record["exit_code"] == 143
+
+
+def test_a_closed_pipe_inside_a_command_exits_141_quietly(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    assert run_app(boundary_app(), ["pipe"], output="text", verbose=False) == 141
+    assert capfd.readouterr().err == ""

@@ -11,6 +11,7 @@ top-level imports to typer and tether.errors so that ``tether --help`` stays fas
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -238,6 +239,11 @@ def run_app(typer_app: typer.Typer, argv: Sequence[str], *, output: str | None =
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_BROKEN_PIPE
+    except SystemExit as exc:  # Typer's answer to EPIPE inside a command is sys.exit(1)
+        if isinstance(exc.__context__, OSError) and exc.__context__.errno == errno.EPIPE:
+            _silence_stdout()
+            return EXIT_BROKEN_PIPE
+        raise
     except Exception as exc:
         failure = _internal_failure(exc)
         _render(failure, out, verb)

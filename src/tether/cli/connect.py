@@ -129,15 +129,24 @@ class StatusReporter:
         self._lock = threading.Lock()
         self._countdown: threading.Event | None = None
         self._shown = False
+        self._hinted: set[str] = set()
 
     def retrying(self, failure: Failure, attempt: int, delay: float) -> None:
-        """A retry is coming: a JSON event, a plain line, or a live countdown."""
-        from tether.cli.render import emit_line, render_retry
+        """A retry is coming: a JSON event, a plain line, or a live countdown.
+
+        In text the hint of each kind of failure is shown once, above the countdown.
+        """
+        from tether.cli.render import clean, emit_line, render_retry
 
         self.clear()
-        if self._json or not self._live:
-            emit_line(render_retry(failure, attempt, delay, output="json" if self._json
-                                   else "text"))
+        if self._json:
+            emit_line(render_retry(failure, attempt, delay, output="json"))
+            return
+        if failure.hint and failure.code not in self._hinted:  # once per kind of failure
+            self._hinted.add(failure.code)
+            emit_line(f"{failure.code}: {clean(failure.hint, limit=500)}")
+        if not self._live:
+            emit_line(render_retry(failure, attempt, delay, output="text"))
             return
         stop = threading.Event()
         self._countdown = stop

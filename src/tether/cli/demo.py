@@ -8,7 +8,6 @@ TETHER_VIEWER_TOKEN for a Viewer) for another terminal, a script or a test.
 from __future__ import annotations
 
 import enum
-import importlib.util
 import os
 import sys
 from typing import Annotated
@@ -26,31 +25,38 @@ class DemoCommand(enum.StrEnum):
     PORT_FORWARD = "port-forward"
 
 
-_MODULES = {"shell": "shell", "logs": "logs", "port-forward": "port_forward"}
-
-
 def demo_arguments(name: str, http_port: int) -> list[str]:
     """The ``tether`` command line that shows ``name`` off against the demo service."""
     if name == "port-forward":
         return ["port-forward", SERVICE, f":{http_port}"]
+    if name == "logs":
+        return ["logs", SERVICE, "--follow"]
     return [name, SERVICE]
+
+
+_TRY = {
+    "logs": "Following the logs of service 'demo' (tether logs demo -f); Ctrl+C to stop.",
+    "shell": "A shell in service 'demo' (tether shell demo); `exit` or Ctrl+D to leave.",
+    "port-forward": "Forwarding a local port to the demo's web server; open the printed "
+                    "address in a browser or with curl, Ctrl+C to stop.",
+}
 
 
 def run_demo_command(name: str, gateway_url: str, token: str, *, http_port: int = 0) -> int:
     """Run the real ``tether NAME`` client command against the demo gateway; its exit status.
 
-    When that client command is not part of this build yet, say so and return 0.
+    Its failures propagate to the error boundary this command runs under, so each is
+    rendered once.
     """
-    module = _MODULES.get(name, name)
-    if importlib.util.find_spec(f"tether.cli.{module}") is None:
-        typer.echo(f"(the `tether {name}` command is not in this build yet: the gateway above "
-                   "is ready for any client)", err=True)
-        return 0
-    from tether.cli.app import app, run_app
+    from typer.main import get_command
+
+    from tether.cli.app import app
 
     os.environ["TETHER_GATEWAY"] = gateway_url
     os.environ["TETHER_TOKEN"] = token
-    return run_app(app, ["--gateway", gateway_url, *demo_arguments(name, http_port)])
+    result = get_command(app).main(args=demo_arguments(name, http_port), prog_name="tether",
+                                   standalone_mode=False)
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
 def export_lines(gateway_url: str, deployer: str, viewer: str) -> str:
@@ -80,12 +86,12 @@ def demo_command(
             sys.stdout.flush()
             _wait_for_signal()
             return
-        typer.echo(f"tether demo: a gateway on {gateway.url} serving service {SERVICE!r} "
-                   f"(shell, logs of web-1 and web-2, HTTP on port {demo.http_port}).", err=True)
-        typer.echo("To use it from another terminal while this runs, `tether demo --serve` "
-                   "prints these:", err=True)
-        typer.echo(export_lines(gateway.url, deployer, viewer), err=True)
         name = (what or DemoCommand.LOGS).value
+        typer.echo(f"tether demo: a gateway on {gateway.url} serving service {SERVICE!r} "
+                   f"(a shell, the logs of web-1 and web-2, a web server on port "
+                   f"{demo.http_port}).\n{_TRY[name]}\nAlso try `tether demo shell`, "
+                   "`tether demo port-forward`; `tether demo --serve` keeps the gateway up for "
+                   "other terminals.\n", err=True)
         code = run_demo_command(name, gateway.url, deployer, http_port=demo.http_port)
         if code:
             raise typer.Exit(code)

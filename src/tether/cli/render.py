@@ -221,7 +221,7 @@ def render_retry(failure: Failure, attempt: int, delay: float, *, output: str) -
     """The live status line (text) or the JSON ``retry`` event for one decision to retry."""
     if output == "json":
         return render_event("retry", code=str(failure.code), attempt=attempt,
-                            delay=round(delay, 3), message=failure.message)
+                            delay=round(delay, 3), message=failure.message, hint=failure.hint)
     message = clean(failure.message, limit=300).rstrip(". ")
     return (f"{failure.code}: {message}. Reconnecting in {_seconds(delay)} "
             f"(attempt {attempt}). Ctrl+C to quit")
