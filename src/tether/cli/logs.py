@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from tether.cli.completion import complete_services
 from tether.cli.options import settings
 
 if TYPE_CHECKING:
@@ -99,7 +100,8 @@ class LogSession:
 def logs_command(  # noqa: PLR0917 - one parameter per option
     ctx: typer.Context,
     service: Annotated[str, typer.Argument(
-        metavar="SERVICE", help="The service whose logs to show.")],
+        metavar="SERVICE", help="The service whose logs to show.",
+        autocompletion=complete_services)],
     follow: Annotated[bool, typer.Option(
         "--follow", "-f",
         help="Keep streaming new records; reconnects resume exactly where they stopped.",

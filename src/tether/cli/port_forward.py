@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from tether.cli.completion import complete_services
 from tether.cli.options import settings
 from tether.errors import Interrupted, TetherError
 
@@ -112,7 +113,8 @@ def _usage(message: str, hint: str) -> typer.BadParameter:
 def port_forward_command(
     ctx: typer.Context,
     service: Annotated[str, typer.Argument(metavar="SERVICE", help="The service to reach.",
-                                           show_default=False)],
+                                           show_default=False,
+                                           autocompletion=complete_services)],
     ports: Annotated[list[str], typer.Argument(
         metavar="[LOCAL:]REMOTE...", show_default=False,
         help="Port mappings: 5432 (same port here), 8080:80, or :5432 (a free local port, "

@@ -12,13 +12,16 @@ from typing import Annotated
 
 import typer
 
+from tether.cli.completion import complete_services
+
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 
 
 def shell(  # noqa: PLR0917 - one parameter per option, as Typer wants
     ctx: typer.Context,
     service: Annotated[str, typer.Argument(
-        help="The service to open a shell in.", metavar="SERVICE", show_default=False)],
+        help="The service to open a shell in.", metavar="SERVICE", show_default=False,
+        autocompletion=complete_services)],
     command: Annotated[list[str] | None, typer.Argument(
         help="Run this instead of the service's shell (after --).", show_default=False,
         metavar="-- COMMAND ARGS")] = None,
