@@ -133,5 +133,9 @@ def test_finite_stream_broken_by_1011_text_line(gateway: RunningGateway, as_view
     gateway.faults.close_sessions = 1
     code, out, err = logs(capfd, "api")
     assert code == 0 and len(out.splitlines()) == 6
-    assert err.startswith("backend-unavailable: The gateway could not reach the backend of `api`")
+    hint, retry = err.splitlines()[:2]
+    assert hint == ("backend-unavailable: Verify that the cluster hosting api is running and "
+                    "healthy (`tether status api`); tether retries meanwhile.")
+    assert retry.startswith("backend-unavailable: The gateway could not reach the backend of "
+                            "`api`")
     assert "Reconnected (attempt 2)." in err

@@ -148,14 +148,18 @@ class StatusReporter:
         if not self._live:
             emit_line(render_retry(failure, attempt, delay, output="text"))
             return
+        from tether.cli.terminal import size
+
         stop = threading.Event()
         self._countdown = stop
         deadline = time.monotonic() + delay
+        width = size(sys.stderr.fileno())[0] - 1  # a wrapped line could not be erased
 
         def tick() -> None:
             while True:
                 left = max(deadline - time.monotonic(), 0.0)
-                self._show(render_retry(failure, attempt, left, output="text"), stop)
+                self._show(render_retry(failure, attempt, left, output="text", width=width),
+                           stop)
                 if left <= 0 or stop.wait(min(0.1, left) if left < 1 else 0.1):
                     return
 
@@ -203,11 +207,6 @@ class StatusReporter:
                 self._shown = False
 
     def _show(self, line: str, stop: threading.Event) -> None:
-        from tether.cli.terminal import size
-
-        width = size(sys.stderr.fileno())[0] - 1
-        if len(line) > width:  # a wrapped line could not be erased with one \r
-            line = line[: max(width - 1, 1)] + "…"
         with self._lock:
             if stop.is_set():  # cleared meanwhile: the line must not come back
                 return

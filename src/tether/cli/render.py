@@ -217,14 +217,22 @@ def _seconds(delay: float) -> str:
     return f"{delay:.1f} s" if delay < 10 else f"{delay:.0f} s"
 
 
-def render_retry(failure: Failure, attempt: int, delay: float, *, output: str) -> str:
-    """The live status line (text) or the JSON ``retry`` event for one decision to retry."""
+def render_retry(failure: Failure, attempt: int, delay: float, *, output: str,
+                 width: int | None = None) -> str:
+    """The live status line (text) or the JSON ``retry`` event for one decision to retry.
+
+    With ``width``, the message is shortened so that the line fits; the countdown never is.
+    """
     if output == "json":
         return render_event("retry", code=str(failure.code), attempt=attempt,
                             delay=round(delay, 3), message=failure.message, hint=failure.hint)
     message = clean(failure.message, limit=300).rstrip(". ")
-    return (f"{failure.code}: {message}. Reconnecting in {_seconds(delay)} "
-            f"(attempt {attempt}). Ctrl+C to quit")
+    head = f"{failure.code}: "
+    tail = f". Reconnecting in {_seconds(delay)} (attempt {attempt}). Ctrl+C to quit"
+    if width is not None and len(head) + len(message) + len(tail) > width:
+        room = max(width - len(head) - len(tail) - 1, 0)
+        message = message[:room].rstrip() + "…"
+    return head + message + tail
 
 
 def render_event(name: str, **fields: Any) -> str:
