@@ -77,7 +77,7 @@ class Code(enum.StrEnum):
     PROXY_ERROR = "proxy-error"
     INVALID_REQUEST = "invalid-request"
     UNAUTHORIZED = "unauthorized"
-    TOKEN_EXPIRED = "token-expired"
+    TOKEN_EXPIRED = "token-expired"  # noqa: S105 - a code, not a secret
     REFRESH_FAILED = "refresh-failed"
     PERMISSION_DENIED = "permission-denied"
     NOT_FOUND = "not-found"
@@ -152,7 +152,8 @@ CATALOG: dict[Code, Entry] = {
         _R.BUDGET, _X.UNAVAILABLE),
     Code.NETWORK_UNREACHABLE: Entry(
         "Network unreachable", (_P.CONNECT,), "no route to the gateway (ENETUNREACH, EHOSTUNREACH)",
-        "This machine's network is down or has no route to the gateway; check your connection or VPN.",
+        "This machine's network is down or has no route to the gateway; "
+        "check your connection or VPN.",
         _R.BUDGET, _X.UNAVAILABLE),
     Code.TLS_ERROR: Entry(
         "TLS verification failed", (_P.CONNECT,),
@@ -235,7 +236,8 @@ CATALOG: dict[Code, Entry] = {
         _R.BACKOFF, _X.UNAVAILABLE),
     Code.TARGET_UNREACHABLE: Entry(
         "Target port unreachable", (_P.SESSION,),
-        "port-forward: the gateway could not connect to the service's port (1011 target-unreachable)",
+        "port-forward: the gateway could not connect to the service's port "
+        "(1011 target-unreachable)",
         "Check that the service is listening on that port.",
         _R.PER_CONNECTION, _X.UNAVAILABLE),
     Code.MESSAGE_TOO_BIG: Entry(
@@ -261,7 +263,7 @@ CATALOG: dict[Code, Entry] = {
         "Interrupted", (_P.LOCAL,), "Ctrl+C, SIGTERM or SIGHUP",
         "", _R.NEVER, _X.INTERRUPTED),
     Code.INTERNAL_ERROR: Entry(
-        "Internal error", (_P.CONFIG, _P.CREDENTIALS, _P.CONNECT, _P.HANDSHAKE, _P.SESSION, _P.LOCAL),
+        "Internal error", tuple(Phase),
         "a bug in tether",
         "This is a bug in tether. Run again with --verbose and report the output "
         "(with the request id, if any).",
