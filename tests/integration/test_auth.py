@@ -29,10 +29,11 @@ from tether.auth.credentials import (
     read_claims,
     resolve_credential,
 )
-from tether.auth.oauth import Endpoints, HttpOptions
+from tether.auth.oauth import Endpoints
 from tether.auth.store import KeyringStore, StoredTokens
 from tether.errors import Code, TetherError
 from tether.gateway.runner import RunningGateway
+from tether.web import HttpOptions
 from tether.ws.dial import Connection, DialOptions, dial
 from tether.ws.supervisor import Attempt, Supervisor
 

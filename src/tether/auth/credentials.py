@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from tether.auth.config import config_path, load_config, normalize_gateway_url
-from tether.auth.oauth import Endpoints, HttpOptions, is_token_text
+from tether.auth.oauth import Endpoints, is_token_text
 from tether.auth.refresh import gateway_lock, refresh_locked
 from tether.auth.store import KeyringStore, StoredTokens
 from tether.errors import Code, Failure, Phase, TetherError
 from tether.text import strip_control
+from tether.web import HttpOptions
 
 API_TOKEN_PREFIX = "tth_"  # noqa: S105 - a prefix, not a secret
 REFRESH_MARGIN = 60.0  # refresh before dialing when the JWT expires within this many seconds

@@ -1,9 +1,9 @@
 """OAuth over HTTP: the device flow (RFC 8628) and the refresh_token grant (RFC 6749 s. 6).
 
 The gateway serves both at ``/v1/auth/device`` and ``/v1/auth/token``; a
-context may name another issuer's endpoints instead. Plain ``urllib`` with a
-timeout, TLS verification as the dialer does it, no redirects (a token
-request is never replayed elsewhere), and bodies read up to 64 KiB.
+context may name another issuer's endpoints instead. Requests go through
+:func:`tether.web.request`: TLS as the dialer does it, no redirects (a token
+request is never replayed elsewhere), bodies read up to 64 KiB.
 
 Exceptions::
 
@@ -14,10 +14,7 @@ Exceptions::
 
 from __future__ import annotations
 
-import errno
 import json
-import socket
-import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -28,10 +25,10 @@ from typing import Any
 
 from tether.errors import Code, Failure, Phase, TetherError
 from tether.text import redact_url, strip_control
+from tether.web import HttpOptions, request
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 DEFAULT_CLIENT_ID = "tether"
-MAX_BODY = 64 * 1024
 SLOW_DOWN_STEP = 5.0
 MAX_POLL_FAILURES = 5  # transient network failures in a row while polling
 #: The characters of an RFC 6750 ``b64token``: anything else could break the header.
@@ -41,29 +38,6 @@ _TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 def is_token_text(token: str) -> bool:
     """Whether ``token`` can travel in an ``Authorization: Bearer`` header as it is."""
     return 0 < len(token) <= 16384 and set(token) <= _TOKEN_CHARS
-
-
-@dataclass(frozen=True)
-class HttpOptions:
-    """Timeout and TLS settings, the same as the dialer's."""
-
-    timeout: float = 10.0
-    ca_cert: str | None = None  # a PEM bundle; SSL_CERT_FILE is honoured when unset
-    insecure: bool = False  # skip verification: only when the user asked, loudly
-
-    def ssl_context(self) -> ssl.SSLContext:
-        """The TLS context for https requests; TetherError(tls-error) when ca_cert is unusable."""
-        try:
-            context = ssl.create_default_context(cafile=self.ca_cert)
-        except (OSError, ssl.SSLError) as exc:
-            raise TetherError(Failure.of(
-                Code.TLS_ERROR, Phase.CONNECT,
-                f"the CA certificate file {self.ca_cert!r} could not be loaded: "
-                f"{getattr(exc, 'strerror', None) or type(exc).__name__}", cause=exc)) from exc
-        if self.insecure:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
 
 
 @dataclass(frozen=True)
@@ -119,38 +93,6 @@ class OAuthError(Exception):
         super().__init__(f"{self.error}: {self.description}" if self.description else self.error)
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-def _opener(http: HttpOptions) -> urllib.request.OpenerDirector:
-    return urllib.request.build_opener(
-        _NoRedirect(), urllib.request.HTTPSHandler(context=http.ssl_context()))
-
-
-def _connect_failure(url: str, exc: BaseException) -> Failure:
-    reason: BaseException = exc
-    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
-        reason = exc.reason
-    shown = redact_url(url)
-    host = urllib.parse.urlsplit(url).netloc
-    if isinstance(reason, ssl.SSLError | ssl.CertificateError):
-        code, what = Code.TLS_ERROR, f"TLS with {host} failed: {type(reason).__name__}"
-    elif isinstance(reason, socket.gaierror):
-        code, what = Code.DNS_FAILURE, f"the name of {host} does not resolve"
-    elif isinstance(reason, ConnectionRefusedError):
-        code, what = Code.CONNECTION_REFUSED, f"{host} refused the connection"
-    elif isinstance(reason, TimeoutError | socket.timeout):
-        code, what = Code.CONNECT_TIMEOUT, f"{host} did not answer in time"
-    elif isinstance(reason, OSError) and reason.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
-        code, what = Code.NETWORK_UNREACHABLE, f"no route to {host}"
-    else:
-        code = Code.CONNECTION_LOST
-        what = f"the connection to {host} failed: {type(reason).__name__}"
-    return Failure.of(code, Phase.CONNECT, what, url=shown, cause=exc)
-
-
 def _status_failure(url: str, status: int, request_id: str | None) -> Failure:
     shown = redact_url(url)
     if status == 429:
@@ -178,26 +120,8 @@ def post_form(url: str, form: dict[str, str], http: HttpOptions) -> tuple[int, d
             Code.INVALID_URL, Phase.CONFIG,
             f"the OAuth endpoint {redact_url(url)!r} is not an http:// or https:// URL",
             hint="Fix the context's device-endpoint / token-endpoint in the config file."))
-    request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
-        url, data=urllib.parse.urlencode(form).encode(), method="POST",
-        headers={"Content-Type": "application/x-www-form-urlencoded",
-                 "Accept": "application/json"})
-    opener = _opener(http)
-    try:
-        with opener.open(request, timeout=http.timeout) as response:
-            status, body, rid = response.status, response.read(MAX_BODY), response.headers.get(
-                "X-Request-Id")
-    except urllib.error.HTTPError as exc:
-        status, rid = exc.code, exc.headers.get("X-Request-Id") if exc.headers else None
-        try:
-            body = exc.read(MAX_BODY)
-        except OSError:
-            body = b""
-        finally:
-            exc.close()
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise TetherError(_connect_failure(url, exc)) from exc
-    request_id = strip_control(rid, limit=100) if rid else None
+    answer = request(url, http, form=form)
+    status, body, request_id = answer.status, answer.body, answer.request_id
     try:
         data = json.loads(body)
     except ValueError:

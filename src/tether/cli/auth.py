@@ -16,8 +16,9 @@ from tether.errors import Interrupted
 if TYPE_CHECKING:
     from tether.auth.config import Config, Resolved
     from tether.auth.credentials import CredentialInfo
-    from tether.auth.oauth import DeviceAuthorization, HttpOptions
+    from tether.auth.oauth import DeviceAuthorization
     from tether.cli.options import Settings
+    from tether.web import HttpOptions
 
 app = typer.Typer(
     help="Log in to a gateway, show or remove the stored credential, print the token.",
@@ -37,7 +38,7 @@ def _note(text: str) -> None:
 
 def _http(settings: Settings) -> HttpOptions:
     """The global --connect-timeout, --ca-cert and --insecure, for the token endpoints."""
-    from tether.auth.oauth import HttpOptions
+    from tether.web import HttpOptions
 
     if settings.insecure:
         _note("warning: TLS certificate verification is OFF (--insecure); "

@@ -53,7 +53,7 @@ def open_link(ctx: typer.Context) -> Link:
     """
     from tether.auth.config import resolve_gateway
     from tether.auth.credentials import resolve_credential
-    from tether.auth.oauth import HttpOptions
+    from tether.web import HttpOptions
     from tether.ws.dial import DialOptions
 
     s = settings(ctx)

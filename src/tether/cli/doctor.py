@@ -332,7 +332,7 @@ class Doctor:
     def check_credential(self) -> str:
         """The credential loads, has not expired, and the gateway accepts it."""
         from tether.auth.credentials import resolve_credential
-        from tether.auth.oauth import HttpOptions
+        from tether.web import HttpOptions
 
         http = HttpOptions(timeout=self.s.connect_timeout, ca_cert=self.s.ca_cert,
                            insecure=self.s.insecure)

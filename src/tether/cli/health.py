@@ -1,10 +1,10 @@
 """``GET /v1/health``: the gateway's health and each service's backend health.
 
 Shared by ``tether status``, ``tether doctor`` and service-name completion.
-Plain ``urllib`` (no WebSocket library), TLS verified as the dialer does it,
-proxies from the environment except for loopback, no redirects, at most
-64 KiB read, and one deadline over the whole request (DNS included): the
-request runs in a daemon thread that is abandoned when the deadline passes.
+The request goes through :func:`tether.web.request` (TLS as the dialer does
+it, no proxy for loopback, no redirects, at most 64 KiB read), under one
+deadline over the whole of it (DNS included): it runs in a daemon thread that
+is abandoned when the deadline passes.
 
 The reference gateway answers::
 
@@ -15,21 +15,16 @@ The reference gateway answers::
 from __future__ import annotations
 
 import json
-import platform
-import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from tether import __version__
 from tether.errors import Code, Failure, Phase, TetherError
 from tether.text import redact_url, strip_control
 
 HEALTH_PATH = "/v1/health"
-MAX_BODY = 64 * 1024
 _NAME_LIMIT = 128
 _MAX_SERVICES = 1000
 _MAX_INSTANCES = 100
@@ -121,73 +116,14 @@ def parse_health(gateway: str, body: bytes, request_id: str | None = None) -> He
                   services=tuple(services), request_id=request_id)
 
 
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    name = host.lower().strip("[]").rstrip(".")
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def _user_agent() -> str:
-    system = platform.system().lower() or sys.platform
-    return f"tether/{__version__} (python {sys.version_info[0]}.{sys.version_info[1]}; {system})"
-
-
-def _get(url: str, *, timeout: float, ca_cert: str | None, insecure: bool
-         ) -> tuple[int, dict[str, str], bytes]:
-    """The status, headers (lowercased names) and at most MAX_BODY bytes of ``GET url``."""
-    import urllib.error
-    import urllib.request
-
-    from tether.auth.oauth import HttpOptions
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-    host = urlsplit(url).hostname or ""
-    handlers: list[urllib.request.BaseHandler] = [
-        NoRedirect(),
-        urllib.request.HTTPSHandler(context=HttpOptions(ca_cert=ca_cert,
-                                                        insecure=insecure).ssl_context())]
-    if _is_loopback(host):
-        handlers.append(urllib.request.ProxyHandler({}))
-    opener = urllib.request.build_opener(*handlers)
-    request = urllib.request.Request(url, headers={  # noqa: S310 - http(s) only, see health_url
-        "Accept": "application/json", "User-Agent": _user_agent(),
-        "X-Request-Id": str(uuid.uuid4())})
-    try:
-        with opener.open(request, timeout=timeout) as response:
-            headers = {k.lower(): v for k, v in response.headers.items()}
-            return response.status, headers, response.read(MAX_BODY)
-    except urllib.error.HTTPError as exc:
-        headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
-        try:
-            body = exc.read(MAX_BODY)
-        except OSError:
-            body = b""
-        finally:
-            exc.close()
-        return exc.code, headers, body
-
-
 def _fetch(gateway: str, url: str, timeout: float, ca_cert: str | None,
            insecure: bool) -> Health:
-    from tether.ws.classify import classify_exception, classify_handshake
+    from tether.web import HttpOptions, request
+    from tether.ws.classify import classify_handshake
 
-    try:
-        status, headers, body = _get(url, timeout=timeout, ca_cert=ca_cert, insecure=insecure)
-    except TetherError:
-        raise
-    except Exception as exc:
-        failure = classify_exception(exc, phase=Phase.CONNECT, url=url, gateway=gateway)
-        raise TetherError(failure) from exc
-    request_id = strip_control(headers.get("x-request-id", ""), limit=100) or None
+    answer = request(url, HttpOptions(timeout=timeout, ca_cert=ca_cert, insecure=insecure))
+    status, headers, body, request_id = (answer.status, answer.headers, answer.body,
+                                         answer.request_id)
     if status != 200:
         failure = classify_handshake(status, headers, body, url=url, gateway=gateway,
                                      now=time.time())

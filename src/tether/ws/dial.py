@@ -30,13 +30,11 @@ import hashlib
 import ipaddress
 import logging
 import os
-import platform
 import re
 import select
 import socket
 import ssl
 import struct
-import sys
 import threading
 import time
 import urllib.request
@@ -48,9 +46,10 @@ from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
 import websocket
 
-from tether import __version__
 from tether.errors import Code, Failure, Phase, TetherError
 from tether.text import redact_url, strip_control
+from tether.web import is_loopback, user_agent
+from tether.web import tls_context as tls_for
 from tether.ws.classify import MAX_BODY, classify_close, classify_exception, classify_handshake
 from tether.ws.credential import CredentialSource
 from tether.ws.protocol import ENDPOINTS, PORT_FORWARD_SUBPROTOCOLS, SUBPROTOCOL
@@ -124,12 +123,6 @@ class Closed(Exception):
 
 
 ParamValue = str | int | Sequence[str] | None
-
-
-def user_agent() -> str:
-    """``tether/<version> (python <x.y>; <os>)``."""
-    system = platform.system().lower() or sys.platform
-    return f"tether/{__version__} (python {sys.version_info[0]}.{sys.version_info[1]}; {system})"
 
 
 def _invalid_url(gateway: str, why: str) -> TetherError:
@@ -267,15 +260,6 @@ def _open_tcp(host: str, port: int, deadline: _Deadline) -> socket.socket:
     raise last or OSError(f"no address for {host}")
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost.") or host.lower().endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def _no_proxy(host: str, rules: str) -> bool:
     """Whether NO_PROXY ``rules`` (names, .suffixes, IPs, CIDRs, ``*``) cover ``host``."""
     host = host.lower().strip("[]").rstrip(".")
@@ -315,7 +299,7 @@ class _Proxy:
 def _proxy_for(scheme: str, host: str) -> _Proxy | None:
     """The proxy for ``host`` from HTTPS_PROXY / HTTP_PROXY (either case), unless NO_PROXY or
     loopback says to go direct."""
-    if _is_loopback(host):
+    if is_loopback(host):
         return None
     proxies = urllib.request.getproxies_environment()
     key = "https" if scheme == "wss" else "http"
@@ -369,17 +353,7 @@ def _tunnel(proxy: _Proxy, host: str, port: int, deadline: _Deadline, url: str) 
 
 
 def _tls_context(options: DialOptions) -> ssl.SSLContext:
-    try:
-        context = ssl.create_default_context(cafile=options.ca_cert)
-    except (OSError, ssl.SSLError) as exc:
-        raise TetherError(Failure.of(
-            Code.TLS_ERROR, Phase.CONNECT,
-            f"The CA certificate file {options.ca_cert!r} could not be loaded: "
-            f"{getattr(exc, 'strerror', None) or exc}.", cause=exc)) from exc
-    if options.insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+    return tls_for(options.ca_cert, options.insecure)
 
 
 #: Public names of the transport steps, for step-by-step diagnosis (`tether doctor`).
