@@ -7,7 +7,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 
 from bench import sshd, tcp
-from bench.harness import Figure, Results
+from bench.harness import Figure, Results, stop_process
 
 SECTION_RATE = "Port-forward throughput (MiB/s, higher is better)"
 SECTION_RTT = "Port-forward round trip of 64 bytes (µs, lower is better)"
@@ -26,12 +26,7 @@ def ssh_forward(server: sshd.Sshd, remote_port: int) -> Iterator[int]:
         tcp.wait_listening(local)
         yield local
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(proc)
 
 
 Forwarder = Callable[[int], contextlib.AbstractContextManager[int]]

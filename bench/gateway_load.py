@@ -12,9 +12,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from websockets.typing import Subprotocol
+
 from bench.gateway_proc import GatewayProcess, rss_mib, running_gateway
 from bench.harness import Figure, Results
 
+_PROTOCOLS = [Subprotocol("tether.v1")]
 _CONFIG = """
 [gateway]
 session_limit = {limit}
@@ -49,7 +52,7 @@ async def _idle_memory(gateway: GatewayProcess, sessions: int) -> tuple[float, f
     opened = []
     try:
         for start in range(0, sessions, 50):
-            batch = [connect(url, additional_headers=headers, subprotocols=["tether.v1"],
+            batch = [connect(url, additional_headers=headers, subprotocols=_PROTOCOLS,
                              open_timeout=30, ping_interval=None)
                      for _ in range(start, min(start + 50, sessions))]
             opened += await asyncio.gather(*batch)
@@ -71,7 +74,7 @@ async def _session_rate(gateway: GatewayProcess, count: int, workers: int = 8) -
         nonlocal left
         while left > 0:
             left -= 1
-            async with connect(url, additional_headers=headers, subprotocols=["tether.v1"],
+            async with connect(url, additional_headers=headers, subprotocols=_PROTOCOLS,
                                open_timeout=30) as ws:
                 try:
                     while True:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.harness import stop_process
 from bench.startup import tether_command
 
 _SCRUB = ("TETHER_", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY",
@@ -39,15 +40,18 @@ class GatewayProcess:
 
 
 @contextlib.contextmanager
-def running_gateway(directory: Path, config: str, *,
+def running_gateway(directory: Path, config: str, *, role: str = "Deployer",
                     extra_args: tuple[str, ...] = ()) -> Iterator[GatewayProcess]:
-    """``tether gateway serve`` with ``config`` (TOML) on a free loopback port; stopped by PID."""
+    """``tether gateway serve`` with ``config`` (TOML) on a free loopback port; stopped by PID.
+
+    The token handed out is an API token with ``role``.
+    """
     state = directory / "state"
     config_file = directory / "gateway.toml"
     config_file.write_text(config, encoding="utf-8")
     tether = tether_command()
     plain = client_environment(directory)
-    token = subprocess.run([*tether, "gateway", "token", "create", "--role", "Deployer",
+    token = subprocess.run([*tether, "gateway", "token", "create", "--role", role,
                             "--name", "bench", "--state-dir", str(state)], env=plain,
                            capture_output=True, text=True, timeout=30, check=True).stdout.strip()
     proc = subprocess.Popen([*tether, "gateway", "serve", "--config", str(config_file),
@@ -62,17 +66,19 @@ def running_gateway(directory: Path, config: str, *,
         yield GatewayProcess(line.split("listening on ", 1)[1].split()[0], proc.pid, token,
                              directory)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(proc)
 
 
-def rss_mib(pid: int) -> float:
-    """Resident memory of process ``pid`` in MiB (Linux /proc)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """``field`` of /proc/PID/status (VmRSS: resident now, VmHWM: its peak) in MiB.
+
+    NaN where the process or /proc is gone.
+    """
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return float("nan")
+    for line in lines:
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
+    return float("nan")

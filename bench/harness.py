@@ -8,10 +8,10 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -47,11 +47,6 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
-def repeat(runs: int, measure: Callable[[], float]) -> list[float]:
-    """``measure()`` called ``runs`` times."""
-    return [measure() for _ in range(runs)]
-
-
 def time_command(argv: list[str], *, env: dict[str, str] | None = None,
                  timeout: float = 60.0) -> float:
     """Wall-clock seconds for one run of ``argv``, which must succeed."""
@@ -59,6 +54,17 @@ def time_command(argv: list[str], *, env: dict[str, str] | None = None,
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    env=env, timeout=timeout)
     return time.perf_counter() - start
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """End a process this run started: SIGTERM, then SIGKILL if it lingers."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
 
 
 class Results:

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.harness import stop_process
+
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
 
@@ -83,12 +85,7 @@ def running_sshd(timeout: float = 10.0) -> Iterator[Sshd]:
             _wait_listening(port, proc, timeout)
             yield Sshd(port, d / "client_key", d / "known_hosts")
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+            stop_process(proc)
 
 
 def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:

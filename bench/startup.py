@@ -6,7 +6,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.harness import Figure, Results, repeat, time_command
+from bench.harness import Figure, Results, time_command
 
 MINIMAL_APP = '''
 import typer
@@ -55,6 +55,6 @@ def run(results: Results, runs: int) -> None:
         ]
         for name, argv, peer, goal in cases:
             time_command(argv)  # warm the page cache and the bytecode
-            fig = Figure(name, "s", repeat(runs, lambda a=argv: time_command(a)), peer=peer,
+            fig = Figure(name, "s", [time_command(argv) for _ in range(runs)], peer=peer,
                          goal=goal)
             results.add(fig, section)

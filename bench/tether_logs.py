@@ -28,12 +28,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.gateway_proc import GatewayProcess, rss_mib, running_gateway
 from bench.harness import Figure, Results
 from bench.startup import tether_command
 
 SECTION_RATE = "Logs throughput into a pipe (records/s of ~100 bytes, higher is better)"
 SECTION_MEMORY = "Logs memory while following (MiB, lower is better)"
-_LISTENING = re.compile(rb"listening on (http://\S+)")
 CHUNK = 1 << 20
 
 
@@ -51,57 +51,16 @@ def write_records(path: Path, start: int, count: int) -> None:
                                   for i in range(first, min(first + 10_000, start + count))))
 
 
-@dataclass
-class Gateway:
-    """A gateway process, its URL and a Viewer API token."""
-
-    url: str
-    token: str
-    proc: subprocess.Popen[bytes]
-
-
 @contextlib.contextmanager
-def gateway(directory: Path) -> Iterator[Gateway]:
-    """``tether gateway serve`` for service ``svc`` (logs ``directory/logs/*.log``)."""
+def gateway(directory: Path) -> Iterator[GatewayProcess]:
+    """A gateway process for service ``svc`` (logs ``directory/logs/*.log``), a Viewer token."""
     logs = directory / "logs"
     logs.mkdir(exist_ok=True)
-    config = directory / "gateway.toml"
-    config.write_text(f'[gateway]\nrate_limit = {{ rate = 1000.0, burst = 1000 }}\n\n'
-                      f'[services.svc]\nshell = "/bin/sh"\n\n[[services.svc.logs]]\n'
-                      f'files = "{logs}/*.log"\n', encoding="utf-8")
-    state = directory / "state"
-    env = _env(directory)
-    token = subprocess.run([*tether_command(), "gateway", "token", "create", "--role", "Viewer",
-                            "--name", "bench", "--state-dir", str(state)], env=env,
-                           capture_output=True, check=True, timeout=30).stdout.decode().strip()
-    proc = subprocess.Popen([*tether_command(), "gateway", "serve", "--config", str(config),
-                             "--port", "0", "--state-dir", str(state)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        match = _LISTENING.search(line)
-        if match is None:
-            raise RuntimeError(f"the gateway did not start: {line!r}")
-        yield Gateway(match.group(1).decode(), token, proc)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-def _env(directory: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
-    env.update(TETHER_CONFIG_DIR=str(directory / "config"),
-               TETHER_STATE_DIR=str(directory / "client-state"), NO_COLOR="1", **extra)
-    return env
-
-
-def _client_env(directory: Path, gw: Gateway) -> dict[str, str]:
-    return _env(directory, TETHER_GATEWAY=gw.url, TETHER_TOKEN=gw.token)
+    config = (f'[gateway]\nrate_limit = {{ rate = 1000.0, burst = 1000 }}\n\n'
+              f'[services.svc]\nshell = "/bin/sh"\n\n[[services.svc.logs]]\n'
+              f'files = "{logs}/*.log"\n')
+    with running_gateway(directory, config, role="Viewer") as gw:
+        yield gw
 
 
 @dataclass
@@ -132,7 +91,7 @@ def read_pipe(argv: list[str], env: dict[str, str] | None = None,
     return PipeRun(lines, end - start, end - (first or start))
 
 
-def gateway_alone(gw: Gateway, expected: int) -> float:
+def gateway_alone(gw: GatewayProcess, expected: int) -> float:
     """Records/s of a bare websocket-client reader of the finite stream (no printing)."""
     import websocket
 
@@ -155,7 +114,7 @@ def gateway_alone(gw: Gateway, expected: int) -> float:
     return lines / (time.perf_counter() - start)
 
 
-def record_frames(gw: Gateway) -> list[bytes]:
+def record_frames(gw: GatewayProcess) -> list[bytes]:
     """The text frames of the gateway's finite stream, as they came."""
     import websocket
 
@@ -225,12 +184,12 @@ def replay_peer(frames: list[bytes]) -> Iterator[str]:
         listener.close()
 
 
-def follow_memory(directory: Path, gw: Gateway, path: Path, start: int, count: int,
+def follow_memory(directory: Path, gw: GatewayProcess, path: Path, start: int, count: int,
                   timeout: float) -> tuple[float, float, float]:
     """RSS after a tenth and peak RSS (MiB) of `tether logs -f` following ``count`` appended
     records, and its records/s."""
     argv = [*tether_command(), "logs", "svc", "-f", "--tail", "0"]
-    proc = subprocess.Popen(argv, env=_client_env(directory, gw), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(argv, env=gw.client_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL)
     assert proc.stdout is not None
     seen = [0]
@@ -252,10 +211,10 @@ def follow_memory(directory: Path, gw: Gateway, path: Path, start: int, count: i
         early = float("nan")
         while seen[0] < count and time.monotonic() < deadline and proc.poll() is None:
             if early != early and seen[0] >= count // 10:
-                early = _rss(proc.pid, "VmRSS")
+                early = rss_mib(proc.pid, "VmRSS")
             time.sleep(0.1)
         elapsed = time.perf_counter() - began
-        peak = _rss(proc.pid, "VmHWM")
+        peak = rss_mib(proc.pid, "VmHWM")
         if seen[0] < count:
             raise RuntimeError(f"followed {seen[0]} of {count} records in {timeout:.0f} s")
         return early, peak, count / elapsed
@@ -269,16 +228,6 @@ def follow_memory(directory: Path, gw: Gateway, path: Path, start: int, count: i
         reader.join(5)
 
 
-def _rss(pid: int, field: str) -> float:
-    """``field`` (VmRSS, VmHWM) of ``pid`` in MiB (NaN where /proc is not there)."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return float("nan")
-    match = re.search(field + r":\s+(\d+) kB", text)
-    return int(match.group(1)) / 1024 if match else float("nan")
-
-
 def run(results: Results, runs: int, quick: bool = False) -> None:
     """Throughput of a finite stream, the gateway and cat beside it, and memory while following."""
     count = 200_000 if quick else 1_000_000
@@ -290,7 +239,7 @@ def run(results: Results, runs: int, quick: bool = False) -> None:
         path = directory / "logs" / "svc-1.log"
         write_records(path, 0, count)
         with gateway(directory) as gw:
-            env = _client_env(directory, gw)
+            env = gw.client_env()
             argv = [*tether_command(), "logs", "svc"]
             read_pipe(argv, env)  # warm the page cache and the bytecode
             total = results.add(Figure("tether logs (start to exit)", "records/s",
