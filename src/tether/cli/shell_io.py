@@ -246,8 +246,10 @@ class _Batch:
     def flush(self) -> None:
         """Write what is queued."""
         if self._buf:
-            write_all(self._fd, self._buf)
-            self._buf.clear()
+            # Hand the buffer off rather than clear it: a write cut short by Ctrl+C leaves
+            # views of it alive in the traceback, and a bytearray with views cannot resize.
+            queued, self._buf = self._buf, bytearray()
+            write_all(self._fd, queued)
 
 
 @dataclass
