@@ -11,10 +11,9 @@ Three entry points, one per way a dial or a session can end badly:
 None of them does I/O and none of them raises: any input, however odd, gives a
 Failure with a sensible code. Peer text (problem details, close reasons,
 header values) is passed through :func:`~tether.text.strip_control` and cut to
-a bounded length before it is stored; URLs are redacted. The parsers
-:func:`parse_problem` (RFC 9457), :func:`parse_www_authenticate` (RFC 9110
-section 11.6.1, RFC 6750) and :func:`parse_retry_after` (RFC 9110 section
-10.2.3) are public and tolerant.
+a bounded length before it is stored; URLs are redacted. The parsers of
+problem bodies, ``WWW-Authenticate`` and ``Retry-After`` live in
+:mod:`tether.ws.httpparse` and are re-exported here.
 
 HTTP statuses (handshake phase)::
 
@@ -106,22 +105,35 @@ from __future__ import annotations
 import errno
 import http
 import itertools
-import json
-import math
 import re
 import socket
 import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from tether.errors import CATALOG, Code, Failure, Phase, TetherError
-from tether.text import redact_url, strip_control
+from tether.text import redact_url
 from tether.ws import protocol
+from tether.ws.httpparse import (
+    FIELD_LIMIT,
+    MAX_BODY,
+    MAX_HEADER_VALUE,
+    MAX_RETRY_AFTER,
+    NAME_LIMIT,
+    Challenge,
+    Problem,
+    as_body_bytes,
+    clean_peer,
+    looks_like_html,
+    optional_peer,
+    parse_problem,
+    parse_retry_after,
+    parse_www_authenticate,
+    safe_str,
+)
 
 __all__ = [
     "EXCEPTION_TABLE",
@@ -137,55 +149,16 @@ __all__ = [
     "parse_www_authenticate",
 ]
 
-#: At most this much of a refusal body is looked at.
-MAX_BODY = 64 * 1024
-#: Retry-After values are capped at one day.
-MAX_RETRY_AFTER = 86400.0
-
 _DETAIL_LIMIT = 300  # peer text inside a message
-_FIELD_LIMIT = 1000  # peer text kept in a field
-_NAME_LIMIT = 100  # a service, role or command name
 _MAX_HEADERS = 256
-_MAX_HEADER_VALUE = 8192
 _MAX_CHAIN = 16
-_MAX_SERVICES = 50
 
 
 # --- small, safe text functions ----------------------------------------------------
 
-_RUNS = re.compile(r"\s{2,}")
-
-
-def _safe_str(value: object) -> str:
-    """``str(value)``, or an empty string when that raises."""
-    try:
-        text = value if isinstance(value, str) else str(value)
-    except Exception:
-        return ""
-    return text
-
-
-def _clean(value: object, limit: int = _FIELD_LIMIT) -> str:
-    """Peer text made safe to show: valid Unicode, no control characters, bounded."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        text = bytes(value[: limit * 4]).decode("utf-8", errors="replace")
-    else:
-        text = _safe_str(value)[: limit * 4]
-    text = text.encode("utf-8", errors="replace").decode("utf-8", errors="replace")
-    return _RUNS.sub(" ", strip_control(text, limit=limit)).strip()
-
-
-def _opt(value: object, limit: int = _FIELD_LIMIT) -> str | None:
-    """:func:`_clean` for an optional string field: None when absent or empty."""
-    if value is None:
-        return None
-    text = _clean(value, limit)
-    return text or None
-
-
 def _words(value: object, limit: int = _DETAIL_LIMIT) -> str | None:
     """:func:`_opt` for text shown in a message: None unless it has a letter or a digit."""
-    text = _opt(value, limit)
+    text = optional_peer(value, limit)
     return text if text and any(c.isalnum() for c in text) else None
 
 
@@ -219,7 +192,7 @@ def _duration(seconds: float) -> str:
 def _redacted_url(url: object) -> str | None:
     if not isinstance(url, str) or not url:
         return None
-    return _opt(redact_url(url[:4096]), 500)
+    return optional_peer(redact_url(url[:4096]), 500)
 
 
 def _host(url: object, *, with_port: bool = True) -> str | None:
@@ -234,234 +207,7 @@ def _host(url: object, *, with_port: bool = True) -> str | None:
         return None
     if not host:
         return None
-    return _opt(f"{host}:{port}" if port and with_port else host, 200)
-
-
-# --- parsers -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Problem:
-    """The fields of an RFC 9457 problem body that tether reads; all peer text, cleaned."""
-
-    type: str | None = None
-    title: str | None = None
-    status: int | None = None
-    detail: str | None = None
-    instance: str | None = None
-    code: str | None = None
-    required_role: str | None = None
-    request_id: str | None = None
-    retry_after: float | None = None
-    services: tuple[str, ...] = ()
-
-
-def _as_bytes(body: object) -> bytes:
-    if isinstance(body, bytes):
-        return body[:MAX_BODY]
-    if isinstance(body, bytearray | memoryview):
-        return bytes(body[:MAX_BODY])
-    if isinstance(body, str):
-        return body[:MAX_BODY].encode("utf-8", errors="replace")[:MAX_BODY]
-    return b""
-
-
-def _is_html(text: str, content_type: str | None) -> bool:
-    ctype = (content_type or "").lower()
-    return "html" in ctype or text.lstrip()[:1] == "<"
-
-
-def _services(value: object) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        return ()
-    names: list[str] = []
-    for item in value[:_MAX_SERVICES]:
-        name = item.get("name") if isinstance(item, dict) else item
-        if isinstance(name, str) and (cleaned := _clean(name, _NAME_LIMIT)):
-            names.append(cleaned)
-    return tuple(names)
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    if not math.isfinite(number) or number < 0:
-        return None
-    return min(number, MAX_RETRY_AFTER)
-
-
-def parse_problem(body: bytes | None, content_type: str | None) -> Problem | None:
-    """The problem object in ``body`` (RFC 9457), or None when it holds none.
-
-    Reads at most :data:`MAX_BODY` bytes. Tolerant: any JSON content type, or
-    none, is tried when the body looks like a JSON object; HTML is not. Fields
-    of the wrong type are ignored; text fields are cleaned and bounded.
-    """
-    raw = _as_bytes(body)
-    if not raw.strip():
-        return None
-    text = raw.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
-    ctype = content_type if isinstance(content_type, str) else None
-    if not text.startswith("{") or _is_html(text, ctype):
-        return None
-    try:
-        data = json.loads(text)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(data, dict):
-        return None
-
-    def text_field(name: str, limit: int = _FIELD_LIMIT) -> str | None:
-        value = data.get(name)
-        return _opt(value, limit) if isinstance(value, str) else None
-
-    status = data.get("status")
-    code = text_field("code", 64)
-    return Problem(
-        type=text_field("type"),
-        title=text_field("title"),
-        status=status if type(status) is int and 100 <= status <= 999 else None,
-        detail=text_field("detail"),
-        instance=text_field("instance"),
-        code=code.lower() if code else None,
-        required_role=text_field("required_role", _NAME_LIMIT),
-        request_id=text_field("request_id", 200),
-        retry_after=_number(data.get("retry_after")),
-        services=_services(data.get("services")),
-    )
-
-
-@dataclass(frozen=True)
-class Challenge:
-    """One authentication challenge: a scheme and its parameters or its token68."""
-
-    scheme: str
-    params: tuple[tuple[str, str], ...] = ()  # names lowercased, in order
-    token68: str | None = None
-
-    def get(self, name: str) -> str | None:
-        """The first value of parameter ``name`` (case-insensitive), or None."""
-        key = name.lower()
-        return next((value for param, value in self.params if param == key), None)
-
-
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-_SPACES = re.compile(r"[ \t]*")
-
-
-def _quoted(value: str, pos: int) -> tuple[str, int]:
-    """A quoted-string starting at ``pos`` (on the quote); unterminated runs to the end."""
-    out: list[str] = []
-    i = pos + 1
-    while i < len(value):
-        char = value[i]
-        if char == "\\" and i + 1 < len(value):
-            out.append(value[i + 1])
-            i += 2
-            continue
-        if char == '"':
-            return "".join(out), i + 1
-        out.append(char)
-        i += 1
-    return "".join(out), i
-
-
-def parse_www_authenticate(value: str) -> list[Challenge]:
-    """The challenges of a ``WWW-Authenticate`` value (RFC 9110 section 11.6.1).
-
-    Several challenges, parameters with token or quoted-string values (with
-    backslash escapes), token68. Malformed parts are skipped, never raised on.
-    """
-    if not isinstance(value, str):
-        return []
-    value = value[:_MAX_HEADER_VALUE]
-    challenges: list[Challenge] = []
-    pos, end = 0, len(value)
-    while pos < end and len(challenges) < 32:
-        while pos < end and value[pos] in " \t,":
-            pos += 1
-        scheme = _TOKEN.match(value, pos)
-        if not scheme:
-            pos += 1  # a stray character: skip it
-            continue
-        pos = scheme.end()
-        params: list[tuple[str, str]] = []
-        token68: str | None = None
-        gap = _SPACES.match(value, pos)
-        if gap and gap.end() > pos:
-            pos = gap.end()
-            t68 = _TOKEN68.match(value, pos)
-            if t68:
-                after = _SPACES.match(value, t68.end())
-                stop = after.end() if after else t68.end()
-                if stop >= end or value[stop] == ",":
-                    token68, pos = t68.group(), stop
-        while token68 is None and pos < end and len(params) < 64:
-            look = pos
-            while look < end and value[look] in " \t,":
-                look += 1
-            name = _TOKEN.match(value, look)
-            if not name:
-                if look < end and value[look] != ",":
-                    # junk: skip to the next comma
-                    nxt = value.find(",", look)
-                    pos = end if nxt < 0 else nxt
-                    if nxt < 0:
-                        break
-                    continue
-                pos = look
-                break
-            after_name = _SPACES.match(value, name.end())
-            eq = after_name.end() if after_name else name.end()
-            if eq >= end or value[eq] != "=":
-                break  # the next challenge's scheme
-            pos = eq + 1
-            gap2 = _SPACES.match(value, pos)
-            pos = gap2.end() if gap2 else pos
-            if pos < end and value[pos] == '"':
-                param_value, pos = _quoted(value, pos)
-            else:
-                stop = pos
-                while stop < end and value[stop] not in ", \t":
-                    stop += 1
-                param_value, pos = value[pos:stop], stop
-            params.append((name.group().lower(), param_value))
-        challenges.append(Challenge(scheme.group(), tuple(params), token68))
-    return challenges
-
-
-_DELTA = re.compile(r"\d+(?:\.\d+)?")
-
-
-def parse_retry_after(value: str, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value: delta-seconds or an HTTP-date.
-
-    Never negative (a past date is 0), capped at :data:`MAX_RETRY_AFTER`; None
-    for anything else.
-    """
-    if not isinstance(value, str):
-        return None
-    text = value.strip()[:200]
-    if not text:
-        return None
-    if _DELTA.fullmatch(text):
-        if len(text.partition(".")[0]) > 9:
-            return MAX_RETRY_AFTER
-        return min(float(text), MAX_RETRY_AFTER)
-    if not any(c.isalpha() for c in text):
-        return None  # a negative number or other junk; not a date either
-    try:
-        when = parsedate_to_datetime(text)
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        delta = when.timestamp() - float(now)
-    except (TypeError, ValueError, IndexError, OverflowError, OSError):
-        return None
-    if not math.isfinite(delta):
-        return None
-    return max(0.0, min(delta, MAX_RETRY_AFTER))
+    return optional_peer(f"{host}:{port}" if port and with_port else host, 200)
 
 
 # --- what was seen, and the words for it ---------------------------------------------
@@ -681,8 +427,8 @@ def _headers(headers: object) -> dict[str, str]:
         if not isinstance(value, str):
             continue
         key = name.strip().lower()
-        value = value[:_MAX_HEADER_VALUE]
-        out[key] = f"{out[key]}, {value}"[:_MAX_HEADER_VALUE] if key in out else value
+        value = value[:MAX_HEADER_VALUE]
+        out[key] = f"{out[key]}, {value}"[:MAX_HEADER_VALUE] if key in out else value
     return out
 
 
@@ -749,9 +495,9 @@ def _body_words(body: bytes, content_type: str | None) -> tuple[str | None, str 
     if not body.strip():
         return None, None
     text = body[:8192].decode("utf-8", errors="replace")
-    if _is_html(text, content_type):
+    if looks_like_html(text, content_type):
         match = _HTML_TITLE.search(text)
-        title = _clean(match.group(1), 120) if match else ""
+        title = clean_peer(match.group(1), 120) if match else ""
         return (f'an HTML page titled "{title}"' if title else "an HTML page"), None
     if text.lstrip()[:1] in "{[":
         return "a JSON document", None
@@ -766,7 +512,7 @@ _REQUIRES = re.compile(r"\brequires?\s+(?:role\s+)?([A-Za-z][\w-]{0,31})")
 def _required_role(explicit: str | None, text: str | None, seen: _Seen) -> str | None:
     """The role needed: the peer's word, then the reason's ``requires X``, then the catalog."""
     if explicit:
-        return _clean(explicit, _NAME_LIMIT) or None
+        return clean_peer(explicit, NAME_LIMIT) or None
     if text and (match := _REQUIRES.search(text)) and match.group(1) in protocol.ROLES:
         return match.group(1)
     command = seen.command
@@ -783,10 +529,10 @@ def _context(phase: Phase, *, service: object, command: object, role: object,
     gw = gateway if isinstance(gateway, str) else None
     if gw and "://" in gw:
         gw = redact_url(gw[:4096])
-    return _Seen(phase=phase, service=_opt(service, _NAME_LIMIT) if service else None,
-                 command=_opt(command, _NAME_LIMIT) if command else None,
-                 role=_opt(role, _NAME_LIMIT) if role else None,
-                 gateway=_opt(gw, 200) if gw else None, url=_redacted_url(url))
+    return _Seen(phase=phase, service=optional_peer(service, NAME_LIMIT) if service else None,
+                 command=optional_peer(command, NAME_LIMIT) if command else None,
+                 role=optional_peer(role, NAME_LIMIT) if role else None,
+                 gateway=optional_peer(gw, 200) if gw else None, url=_redacted_url(url))
 
 
 def classify_handshake(status: int, headers: Mapping[str, str] | Iterable[tuple[str, str]] | None,
@@ -816,11 +562,11 @@ def classify_handshake(status: int, headers: Mapping[str, str] | Iterable[tuple[
 def _handshake(status: int, headers: object, body: object, seen: _Seen,
                now: float | None) -> Failure:
     head = _headers(headers)
-    raw = _as_bytes(body)
+    raw = as_body_bytes(body)
     content_type = head.get("content-type")
     problem = parse_problem(raw, content_type)
     seen.problem = problem
-    seen.request_id = _opt(head.get("x-request-id"), 200) or (problem.request_id if problem
+    seen.request_id = optional_peer(head.get("x-request-id"), 200) or (problem.request_id if problem
                                                                 else None)
     clock = time.time() if now is None else now
     if "retry-after" in head:
@@ -938,8 +684,8 @@ def classify_close(code: int | None, reason: str | bytes | None, *, service: str
 
 
 def _close(number: int, reason: object, seen: _Seen) -> Failure:
-    text = _clean(reason, 1024) if reason is not None else ""
-    seen.close_reason = text[:_FIELD_LIMIT] or None
+    text = clean_peer(reason, 1024) if reason is not None else ""
+    seen.close_reason = text[:FIELD_LIMIT] or None
     prefix, words = protocol.parse_close_reason(text)
     seen.detail = _words(words)
 
@@ -1000,7 +746,7 @@ def _gateway_words(ctx: _ExcContext) -> str:
 
 def _exc_text(exc: BaseException, limit: int = 200) -> str:
     """A short, cleaned text of an exception; never for bad-status exceptions (raw body)."""
-    return _clean(_safe_str(exc), limit)
+    return clean_peer(safe_str(exc), limit)
 
 
 def _on_timeout(exc: BaseException, ctx: _ExcContext) -> Failure:
@@ -1032,7 +778,7 @@ def _on_gaierror(exc: BaseException, ctx: _ExcContext) -> Failure:
                         "(temporary failure in name resolution)",
                         "Check this machine's network connection, VPN and DNS settings; "
                         "tether retries for a short while.")
-    words = _clean(_attr(exc, "strerror") or "", 120)
+    words = clean_peer(_attr(exc, "strerror") or "", 120)
     return ctx.fail(Code.DNS_FAILURE, f"Could not resolve {name}"
                     + (f" ({words})" if words else ""))
 
@@ -1056,7 +802,7 @@ def _on_bad_status(exc: BaseException, ctx: _ExcContext) -> Failure:
     failure = classify_handshake(
         status if isinstance(status, int) else -1,
         headers if isinstance(headers, Mapping | list | tuple) else None,
-        _as_bytes(body) if body is not None else None,
+        as_body_bytes(body) if body is not None else None,
         url=ctx.raw_url, service=ctx.service, command=ctx.command, role=ctx.role,
         gateway=ctx.gateway, now=ctx.now)
     return failure.replace(cause=ctx.root)
@@ -1163,12 +909,12 @@ def _on_ssl(exc: BaseException, ctx: _ExcContext) -> Failure:
     host = _host(ctx.raw_url)
     whose = f"of {host} " if host else ""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        words = _clean(_attr(exc, "verify_message") or _attr(exc, "reason") or "", 200)
+        words = clean_peer(_attr(exc, "verify_message") or _attr(exc, "reason") or "", 200)
         return ctx.fail(Code.TLS_ERROR, f"The TLS certificate {whose}could not be verified"
                         + (f": {words}" if words else ""))
     if isinstance(exc, ssl.SSLZeroReturnError | ssl.SSLEOFError) and ctx.phase is Phase.SESSION:
         return ctx.fail(Code.CONNECTION_LOST, "The TLS connection to the gateway was closed")
-    reason = _clean(_attr(exc, "reason") or "", 120)
+    reason = clean_peer(_attr(exc, "reason") or "", 120)
     text = _exc_text(exc)
     if "timed out" in text.lower():
         return _on_timeout(exc, ctx)
@@ -1187,7 +933,7 @@ def _on_os_error(exc: OSError, ctx: _ExcContext) -> Failure | None:
     """Specific OSErrors by class, then by errno; None for an errno with no meaning here."""
     number = _attr(exc, "errno")
     name = _errno_name(number)
-    words = _clean(_attr(exc, "strerror") or "", 120)
+    words = clean_peer(_attr(exc, "strerror") or "", 120)
     detail = f" ({name}: {words})" if name and words else (f" ({name or words})"
                                                              if name or words else "")
     gateway = _gateway_words(ctx)
@@ -1210,7 +956,7 @@ def _on_os_error(exc: OSError, ctx: _ExcContext) -> Failure | None:
 
 def _os_generic(exc: OSError, ctx: _ExcContext) -> Failure:
     name = _errno_name(_attr(exc, "errno"))
-    words = _clean(_attr(exc, "strerror") or _safe_str(exc), 120)
+    words = clean_peer(_attr(exc, "strerror") or safe_str(exc), 120)
     detail = ": " + ", ".join(x for x in (name, words) if x) if name or words else ""
     if ctx.phase is Phase.SESSION:
         return ctx.fail(Code.CONNECTION_LOST, f"The connection to the gateway failed{detail}")
@@ -1243,7 +989,7 @@ def _generic(exc: BaseException, ctx: _ExcContext) -> Failure:
         return _ws_generic(exc, ctx)
     if isinstance(exc, OSError):
         return _os_generic(exc, ctx)
-    kind = _clean(type(exc).__qualname__, 80)
+    kind = clean_peer(type(exc).__qualname__, 80)
     return ctx.fail(Code.INTERNAL_ERROR, f"Unexpected {kind} while talking to the gateway")
 
 
