@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests import secrets_guard
+
 TETHER = [sys.executable, "-m", "tether"]
 _SCRUB = ("TETHER_", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY",
           "all_proxy", "NO_PROXY", "no_proxy", "SSL_CERT_FILE", "FORCE_COLOR")
@@ -39,14 +41,26 @@ def tether_env(gateway: str | None, token: str | None, tmp: Path, **extra: str) 
     if token is not None:
         env["TETHER_TOKEN"] = token
     env.update(extra)
+    secrets_guard.register_secret(env.get("TETHER_TOKEN"), "TETHER_TOKEN")
     return env
 
 
 def run_tether(*args: str, env: dict[str, str], input: bytes | None = None,
                timeout: float = 30.0) -> subprocess.CompletedProcess[bytes]:
     """Run ``tether ARGS`` to completion; TimeoutExpired (the child killed) past ``timeout``."""
-    return subprocess.run([*TETHER, *args], env=env, input=input, capture_output=True,
+    done = subprocess.run([*TETHER, *args], env=env, input=input, capture_output=True,
                           timeout=timeout, check=False)
+    secrets_guard.record_output("the output of a tether subprocess", done.stdout, done.stderr)
+    return done
+
+
+class _Recorded(subprocess.Popen[bytes]):
+    """A Popen whose ``communicate()`` results are kept for the secrets guard."""
+
+    def communicate(self, input: Any = None, timeout: float | None = None) -> Any:
+        out, err = super().communicate(input, timeout)
+        secrets_guard.record_output("the output of a tether subprocess", out, err)
+        return out, err
 
 
 def spawn_tether(*args: str, env: dict[str, str], **popen: Any) -> subprocess.Popen[bytes]:
@@ -54,7 +68,7 @@ def spawn_tether(*args: str, env: dict[str, str], **popen: Any) -> subprocess.Po
     popen.setdefault("stdin", subprocess.PIPE)
     popen.setdefault("stdout", subprocess.PIPE)
     popen.setdefault("stderr", subprocess.PIPE)
-    return subprocess.Popen([*TETHER, *args], env=env, **popen)
+    return _Recorded([*TETHER, *args], env=env, **popen)
 
 
 def json_events(stderr: bytes | str) -> list[dict[str, Any]]:

@@ -40,6 +40,11 @@ from tether.gateway.runner import RunningGateway, start_in_thread
 LOG_STAMP = "2026-01-02T03:04:0{n}.000000Z"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    from tests import secrets_guard
+    config.pluginmanager.register(secrets_guard, secrets_guard.PLUGIN_NAME)
+
+
 @pytest.fixture
 def echo_server() -> Iterator[int]:
     listener = socket.create_server(("127.0.0.1", 0))
