@@ -1,10 +1,11 @@
 """Frames of ``/v1/logs`` to rows: a fast path for whole, well-formed frames, LogDecoder otherwise.
 
 A gateway frame is NDJSON, one record per line. When a frame ends with a
-newline and nothing is left over from the one before, it is parsed as one JSON
-array (one C call for hundreds of records); if any line is not a valid record,
-the whole frame goes through :class:`tether.ws.protocol.LogDecoder` instead,
-line by line, so that a bad line costs speed, never records.
+newline and nothing is left over from the one before, it is walked with the C
+JSON scanner, each value required to end exactly at its own line's newline; if
+any line is not exactly one valid record, the whole frame goes through
+:class:`tether.ws.protocol.LogDecoder` instead, line by line, so that a bad
+line costs speed, never records.
 """
 
 from __future__ import annotations
@@ -48,18 +49,28 @@ class FrameDecoder:
         return [_row(e) if isinstance(e, LogRecord) else e for e in self._lines.finish()]
 
 
+_SCAN = json.JSONDecoder().raw_decode
+
+
 def _fast(data: bytes) -> list[Entry] | None:
-    """Every line of ``data`` as a row, or None when any line is not a valid record."""
+    """Every line of ``data`` as a row, or None when any line is not exactly one valid record."""
     try:
         text = data.decode("utf-8")
-        items = json.loads("[" + text[:-1].replace("\n", ",") + "]")
-    except (ValueError, RecursionError):
-        return None
-    if len(items) != text.count("\n"):  # e.g. two objects on one line
+    except ValueError:
         return None
     rows: list[Entry] = []
     append = rows.append
-    for item in items:
+    pos, end, find = 0, len(text), text.find
+    while pos < end:
+        try:
+            item, stop = _SCAN(text, pos)
+        except (ValueError, RecursionError):
+            return None
+        # one value per line: it ends at a newline and holds none (JSON allows newlines
+        # between tokens, so a record split over two lines would otherwise pass)
+        if stop >= end or text[stop] != "\n" or find("\n", pos, stop) >= 0:
+            return None
+        pos = stop + 1
         try:
             row = (item["cursor"], item["ts"], item["instance"], item["stream"], item["message"])
         except (KeyError, TypeError):  # not an object, or a field missing
