@@ -20,6 +20,7 @@ from tether.ws.protocol import SUBPROTOCOL, CloseCode, Eof, encode_control
 
 log = logging.getLogger("tether.gateway.forward")
 READ_SIZE = 64 * 1024
+WRITE_BUFFER = 64 * 1024  # beyond this much unsent, wait for the target to take it
 CONNECT_TIMEOUT = 5.0
 
 
@@ -70,7 +71,9 @@ async def _client_to_target(ws: ServerConnection, writer: asyncio.StreamWriter,
         async for message in ws:
             if isinstance(message, bytes):
                 writer.write(message)
-                await writer.drain()
+                transport = writer.transport
+                if transport.is_closing() or transport.get_write_buffer_size() > WRITE_BUFFER:
+                    await writer.drain()  # waits for the target, or raises when it is gone
                 continue
             control = await decode_or_close(ws, message)
             if control is None:

@@ -11,17 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import json
 import logging
-from collections.abc import Iterable
+from json.encoder import encode_basestring
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from tether.gateway.cursor import Position, encode_cursor
+from tether.gateway.cursor import CursorVector
 from tether.gateway.logsources import Line, LogHub, Reader
 from tether.gateway.session import LogRequest, check_client_message
-from tether.gateway.timestamps import format_ts
-from tether.ws.protocol import LogRecord, encode_log_record
 
 log = logging.getLogger("tether.gateway.logs")
 MAX_FRAME_BYTES = 64 * 1024
@@ -42,8 +41,9 @@ class LogStream:
         self.hub = hub
         self.request = request
         self.readers: dict[str, Reader] = {}
-        self.positions: dict[str, Position] = {}
+        self.cursor = CursorVector()
         self.frames_left = frame_budget
+        self._middles: dict[tuple[str, str], str] = {}
 
     def _open(self, name: str, reader: Reader, *, fresh: bool) -> None:
         after = self.request.after
@@ -52,7 +52,7 @@ class LogStream:
         tail = self.request.tail if after is None and not fresh else None
         reader.open(resume=resume, tail=tail)
         self.readers[name] = reader
-        self.positions[name] = reader.position()
+        self.cursor.set(name, reader.position())
 
     def open_all(self) -> None:
         """Readers for every instance there is now, at their start positions."""
@@ -67,29 +67,32 @@ class LogStream:
 
     def read_round(self) -> list[Line]:
         """One round: what every reader has now, merged by time, filtered by ``since``."""
-        parts = [reader.read() for reader in self.readers.values()]
-        merged: Iterable[Line] = heapq.merge(*parts, key=lambda line: line.ts)
+        parts = [lines for reader in self.readers.values() if (lines := reader.read())]
+        if len(parts) <= 1:
+            merged = parts[0] if parts else []
+        else:
+            merged = list(heapq.merge(*parts, key=lambda line: line.ts))
         since = self.request.since
-        if since is not None:
-            out = []
-            for line in merged:
-                if line.ts >= since:
-                    out.append(line)
-                else:  # skipped, but the cursor still moves past it
-                    self.positions[line.instance] = line.position
-            return out
-        return list(merged)
+        if since is None:
+            return merged
+        out = []
+        for line in merged:
+            if line.ts >= since:
+                out.append(line)
+            else:  # skipped, but the cursor still moves past it
+                self.cursor.set(line.instance, line.position)
+        return out
 
     async def send(self, lines: list[Line]) -> None:
         """Send ``lines`` as frames of at most 500 records or about 64 KiB."""
         batch: list[str] = []
         size = 0
-        for line in lines:
-            self.positions[line.instance] = line.position
-            text = encode_log_record(LogRecord(encode_cursor(self.positions), format_ts(line.ts),
-                                               line.instance, line.stream, line.message))
+        cursor, middle = self.cursor, self._middle
+        for instance, _, ts_text, stream, message, position in lines:
+            text = (f'{{"cursor":"{cursor.set(instance, position)}","ts":"{ts_text}'
+                    f'{middle(instance, stream)}{encode_basestring(message)}}}\n')
             batch.append(text)
-            size += len(text) + 1
+            size += len(text)
             if len(batch) >= MAX_FRAME_RECORDS or size >= MAX_FRAME_BYTES:
                 await self._send_frame(batch)
                 batch, size = [], 0
@@ -101,7 +104,17 @@ class LogStream:
             if self.frames_left <= 0:
                 raise FrameBudget
             self.frames_left -= 1
-        await self.ws.send("\n".join(batch) + "\n")
+        await self.ws.send("".join(batch))
+
+    def _middle(self, instance: str, stream: str) -> str:
+        """The part of a record between its time and its message (cursor and time need no
+        escaping, the message is escaped as ``json.dumps`` does)."""
+        middle = self._middles.get((instance, stream))
+        if middle is None:
+            middle = (f'","instance":{json.dumps(instance, ensure_ascii=False)},'
+                      f'"stream":{json.dumps(stream, ensure_ascii=False)},"message":')
+            self._middles[(instance, stream)] = middle
+        return middle
 
     async def run(self) -> None:
         """Stream until done (finite) or until the client goes (follow)."""

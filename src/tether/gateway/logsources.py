@@ -23,22 +23,23 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from tether.gateway.config import LogSource, ServiceConfig
 from tether.gateway.cursor import Position
-from tether.gateway.timestamps import line_time
+from tether.gateway.timestamps import Stamp, format_ts, line_time
 
 log = logging.getLogger("tether.gateway.logs")
 READ_CHUNK = 64 * 1024
 MAX_LINE = 1024 * 1024
 
 
-@dataclass(frozen=True)
-class Line:
+class Line(NamedTuple):
     """One record before it gets its cursor."""
 
     instance: str
     ts: float
+    ts_text: str  # ts as RFC 3339 UTC
     stream: str
     message: str
     position: Position  # where the instance stands right after this record
@@ -151,16 +152,16 @@ class FileInstance:
             if size >= MAX_LINE:  # a giant line: cut it
                 break
             size *= 4
-        now = time.time()
+        backlog, now = _stamp(self.backlog_time), _stamp(time.time())
+        name, stream, backlog_end = self.name, self.stream, self.backlog_end
         out: list[Line] = []
         pos = offset
         for raw in chunk.splitlines(keepends=True):
             pos += len(raw)
-            text = raw.rstrip(b"\r\n").decode("utf-8", errors="replace")
-            stamp, message = line_time(text)
+            stamp, message = line_time(raw.rstrip(b"\r\n").decode("utf-8", errors="replace"))
             if stamp is None:
-                stamp = self.backlog_time if pos <= self.backlog_end else now
-            out.append(Line(self.name, stamp, self.stream, message, (ino, pos)))
+                stamp = backlog if pos <= backlog_end else now
+            out.append(Line(name, stamp[0], stamp[1], stream, message, (ino, pos)))
         return out, pos
 
     def close(self) -> None:
@@ -170,6 +171,11 @@ class FileInstance:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self.fd, self.old = None, None
+
+
+def _stamp(when: float) -> Stamp:
+    """A Unix time with its RFC 3339 text."""
+    return when, format_ts(when)
 
 
 def _tail_offset(fd: int, size: int, count: int) -> int:
@@ -194,6 +200,7 @@ class RingEntry:
 
     seq: int
     ts: float
+    ts_text: str
     stream: str
     message: str
 
@@ -243,8 +250,9 @@ class CommandLog:
                 return
             text = raw.rstrip(b"\r\n").decode("utf-8", errors="replace")
             stamp, message = line_time(text)
+            when, when_text = stamp or _stamp(time.time())
             self.seq += 1
-            self.ring.append(RingEntry(self.seq, stamp or time.time(), stream, message))
+            self.ring.append(RingEntry(self.seq, when, when_text, stream, message))
             self.changed.set()
 
     async def stop(self) -> None:
@@ -289,7 +297,7 @@ class RingReader:
         out: list[Line] = []
         for i in range(index, min(len(ring), index + limit)):
             entry = ring[i]
-            out.append(Line(self.name, entry.ts, entry.stream, entry.message,
+            out.append(Line(self.name, entry.ts, entry.ts_text, entry.stream, entry.message,
                             (self.source.generation, entry.seq)))
         self.seq = out[-1].position[1]
         return out

@@ -134,6 +134,7 @@ class Gateway:
             process_response=self._process_response,
             select_subprotocol=self._select_subprotocol,
             server_header=f"tether-gateway/{__version__}",
+            compression=None,  # permessage-deflate costs CPU and latency on every frame
             max_size=config.max_message_size,
             ping_interval=config.ping_interval,
             ping_timeout=config.ping_timeout,

@@ -46,6 +46,7 @@ from tether.ws.protocol import (
 
 log = logging.getLogger("tether.gateway.shell")
 READ_SIZE = 64 * 1024
+COALESCE = 1024  # after a read of this much, read on while more is ready
 DRAIN_IDLE = 0.5  # after the process exits, wait this long for output still on its way
 
 _LOGIN_TTY = (
@@ -81,24 +82,67 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-async def read_fd(fd: int, size: int) -> bytes:
-    """Read at most ``size`` bytes from a non-blocking fd; b"" at end (EIO on a pty is the end)."""
-    loop = asyncio.get_running_loop()
-    while True:
-        try:
-            return os.read(fd, size)
-        except BlockingIOError:
-            pass
-        except OSError as exc:
-            if exc.errno == errno.EIO:
-                return b""
-            raise
-        ready: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(fd, _wake, ready)
-        try:
-            await ready
-        finally:
-            loop.remove_reader(fd)
+def _read_now(fd: int, size: int) -> bytes | None:
+    """At most ``size`` bytes ready on a non-blocking fd; None when none are; b"" at the end
+    (EIO on a pty is the end)."""
+    try:
+        return os.read(fd, size)
+    except BlockingIOError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.EIO:
+            return b""
+        raise
+
+
+class FdReader:
+    """Reads a non-blocking fd (a pty's master) in the event loop.
+
+    The fd stays registered with the loop while reads wait for it, so a quiet
+    terminal costs no registration per keystroke; it is unregistered while
+    the output waits for the socket, so a slow client slows the process.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._loop = asyncio.get_running_loop()
+        self._waiter: asyncio.Future[None] | None = None
+        self._watching = False
+
+    def _readable(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        else:  # no read is waiting: stop watching until one does
+            self._unwatch()
+
+    def _unwatch(self) -> None:
+        if self._watching:
+            self._loop.remove_reader(self.fd)
+            self._watching = False
+
+    async def read(self, size: int) -> bytes:
+        """Wait for bytes, then take all that are ready, up to ``size``; b"" at the end.
+
+        A pty gives at most a few KiB per read: after a full piece, reading on
+        while more is ready makes fewer, larger frames without waiting for
+        anything (a keystroke's echo goes out at once).
+        """
+        while (data := _read_now(self.fd, size)) is None:
+            if not self._watching:
+                self._loop.add_reader(self.fd, self._readable)
+                self._watching = True
+            self._waiter = self._loop.create_future()
+            await self._waiter
+        chunks = [data]
+        total = len(data)
+        while len(data) >= COALESCE and total < size and (data := _read_now(self.fd, size - total)):
+            chunks.append(data)
+            total += len(data)
+        return b"".join(chunks) if len(chunks) > 1 else chunks[0]
+
+    def close(self) -> None:
+        """Stop watching the fd (before it is closed)."""
+        self._unwatch()
 
 
 async def write_fd(fd: int, data: bytes) -> None:
@@ -137,6 +181,7 @@ class ShellSession:
         self.cols, self.rows = cols, rows
         self.process: asyncio.subprocess.Process | None = None
         self.master: int | None = None
+        self.output: FdReader | None = None
         self.progress = 0  # bytes sent so far, to tell a busy drain from an idle one
 
     async def spawn(self) -> None:
@@ -192,8 +237,8 @@ class ShellSession:
         proc = self.process
         assert proc is not None
         if self.master is not None:
-            master = self.master
-            return [asyncio.create_task(self._pump(lambda: read_fd(master, READ_SIZE),
+            output = self.output = FdReader(self.master)
+            return [asyncio.create_task(self._pump(lambda: output.read(READ_SIZE),
                                                    Stream.STDOUT))]
         assert proc.stdout is not None and proc.stderr is not None
         out, err = proc.stdout, proc.stderr
@@ -281,6 +326,8 @@ class ShellSession:
     async def _cleanup(self) -> None:
         """Hang up the process group (as a closing terminal would); kill it if it stays."""
         proc = self.process
+        if self.output is not None:
+            self.output.close()
         if self.master is not None:
             with contextlib.suppress(OSError):
                 os.close(self.master)
