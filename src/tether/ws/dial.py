@@ -833,15 +833,20 @@ class Connection:
 
     def _settle(self, exc: BaseException) -> None:
         """After a failed send: find the close frame the peer may have sent, then end."""
-        if self._outcome is None and self._read_lock.acquire(blocking=False):
+        if self._outcome is None:
+            self._await_close()
+        if self._outcome is None:
+            self._end(self._reader_failure(exc))
+
+    def _await_close(self) -> None:
+        """Read the peer's close frame here, or let the reader thread read it; bounded."""
+        if self._read_lock.acquire(blocking=False):
             try:
                 self._drain(time.monotonic() + _CLOSE_WAIT)
             finally:
                 self._read_lock.release()
         else:
             self._ended.wait(_CLOSE_WAIT)
-        if self._outcome is None:
-            self._end(self._reader_failure(exc))
 
     def _drain(self, until: float) -> None:
         """Read (and drop) frames until the peer's close frame, an error, or ``until``."""
@@ -891,13 +896,7 @@ class Connection:
         payload = struct.pack("!H", code) + reason.encode("utf-8")[:123]
         with contextlib.suppress(Exception):
             self._control(_OP_CLOSE, payload, wait=_CLOSE_WAIT)
-        if self._read_lock.acquire(blocking=False):
-            try:
-                self._drain(time.monotonic() + _CLOSE_WAIT)
-            finally:
-                self._read_lock.release()
-        else:
-            self._ended.wait(_CLOSE_WAIT)
+        self._await_close()
         self._end(_NORMAL)
 
     @property
