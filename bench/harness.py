@@ -116,6 +116,9 @@ class Results:
             lines += ["## Notes", ""] + [f"- {n}" for n in self.notes] + [""]
         lines += ["Reproduce: `make bench` (or `.venv/bin/python -m bench`; `--quick` for a "
                   "smoke run).", ""]
+        analysis = Path(__file__).with_name("analysis.md")
+        if analysis.exists():  # where the time goes: kept by hand beside the harness
+            lines += [analysis.read_text(encoding="utf-8").rstrip(), ""]
         return "\n".join(lines)
 
     def write(self, path: Path, *, quick: bool, runs: int) -> None:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help="Log in to a gateway, show or remove the stored credential, print the token.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 

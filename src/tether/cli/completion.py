@@ -37,7 +37,7 @@ FETCH_BUDGET = 0.5
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@:+-]{0,127}")
 
 app = typer.Typer(help="Helpers for the shell completion scripts.", hidden=True,
-                  no_args_is_help=True)
+                  no_args_is_help=True, rich_markup_mode=None)
 
 
 def _cache_file(gateway: str) -> Path:

@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 EXIT_CONFIG = 78
 
 app = typer.Typer(help="Run the reference gateway and manage who may use it.",
-                  no_args_is_help=True)
+                  no_args_is_help=True, rich_markup_mode=None)
 token_app = typer.Typer(help="API tokens: long-lived credentials for scripts and CI.",
-                        no_args_is_help=True)
+                        no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(token_app, name="token")
 
 StateDirOption = Annotated[Path | None, typer.Option(
