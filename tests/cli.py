@@ -7,14 +7,19 @@
 - ``spawn_tether(*args, env=...)``: a Popen for tests that interrupt or watch it.
 - ``json_events(stderr)``: the JSON objects of ``--output json`` stderr, in order.
 - ``assert_no_secrets(secrets, *texts)``: none of the token values appears anywhere.
+- ``Follower(*args, env=...)``: ``tether logs ARGS`` running, its output gathered
+  by two threads (the ``follower`` fixture starts them and kills them afterwards).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -89,3 +94,60 @@ def assert_no_secrets(secrets: list[str], *texts: bytes | str) -> None:
         blob = text.decode(errors="replace") if isinstance(text, bytes) else text
         for secret in secrets:
             assert secret and secret not in blob, "a token value appeared in the output"
+
+
+class Follower:
+    """``tether logs ARGS`` running; its stdout lines and stderr gathered by two threads."""
+
+    def __init__(self, *args: str, env: dict[str, str]) -> None:
+        self.proc = spawn_tether("logs", *args, env=env, stdin=subprocess.DEVNULL)
+        self.lines: list[bytes] = []
+        self.out = bytearray()
+        self.err = bytearray()
+        self._threads = [threading.Thread(target=self._read_out, daemon=True),
+                         threading.Thread(target=self._read_err, daemon=True)]
+        for thread in self._threads:
+            thread.start()
+
+    def _read_out(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.out += line
+            self.lines.append(line)
+
+    def _read_err(self) -> None:
+        assert self.proc.stderr is not None
+        fd = self.proc.stderr.fileno()
+        while chunk := os.read(fd, 65536):
+            self.err += chunk
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[bytes]:
+        """The first ``count`` lines, once they are there (fails after ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while len(self.lines) < count:
+            assert self.proc.poll() is None or len(self.lines) >= count, (
+                f"exited {self.proc.returncode} after {len(self.lines)} lines: "
+                f"{bytes(self.err[-2000:])!r}")
+            assert time.monotonic() < deadline, (
+                f"{len(self.lines)} of {count} lines; stderr {bytes(self.err[-2000:])!r}")
+            time.sleep(0.02)
+        return self.lines[:count]
+
+    def events(self) -> list[dict[str, object]]:
+        return json_events(bytes(self.err))
+
+    def interrupt(self, timeout: float = 5.0) -> int:
+        """SIGINT, as Ctrl+C sends it; the exit status."""
+        self.proc.send_signal(signal.SIGINT)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float) -> int:
+        code = self.proc.wait(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)

@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 
+from tests.cli import Follower
 from tether.gateway.config import GatewayConfig, LogSource, ServiceConfig
 from tether.gateway.faults import Faults
 from tether.gateway.runner import RunningGateway, start_in_thread
@@ -162,3 +163,16 @@ def tls_gateway(tls_ca: Any, make_gateway: Callable[..., RunningGateway]) -> Run
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     cert.configure_cert(context)
     return make_gateway(ssl_context=context)
+
+
+@pytest.fixture
+def follower() -> Iterator[Callable[..., Follower]]:
+    started: list[Follower] = []
+
+    def start(*args: str, env: dict[str, str]) -> Follower:
+        started.append(Follower(*args, env=env))
+        return started[-1]
+
+    yield start
+    for one in started:
+        one.kill()

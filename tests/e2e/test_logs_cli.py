@@ -8,31 +8,17 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pexpect
 import pytest
 
-from tests.cli import TETHER, assert_no_secrets, spawn_tether, tether_env
-from tests.integration.test_logs_follow import Follower
+from tests.cli import TETHER, Follower, assert_no_secrets, spawn_tether, tether_env
 from tether.cli.logprint import color_of
 from tether.gateway.runner import RunningGateway
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-def follower() -> Iterator[Callable[..., Follower]]:
-    started: list[Follower] = []
-
-    def start(*args: str, env: dict[str, str]) -> Follower:
-        started.append(Follower(*args, env=env))
-        return started[-1]
-
-    yield start
-    for one in started:
-        one.kill()
 
 
 def _on_terminal(env: dict[str, str], *args: str) -> bytes:
