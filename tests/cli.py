@@ -96,11 +96,11 @@ def assert_no_secrets(secrets: list[str], *texts: bytes | str) -> None:
             assert secret and secret not in blob, "a token value appeared in the output"
 
 
-class Follower:
-    """``tether logs ARGS`` running; its stdout lines and stderr gathered by two threads."""
+class Gathered:
+    """``tether ARGS`` running; its stdout lines and stderr gathered by two threads."""
 
     def __init__(self, *args: str, env: dict[str, str]) -> None:
-        self.proc = spawn_tether("logs", *args, env=env, stdin=subprocess.DEVNULL)
+        self.proc = spawn_tether(*args, env=env, stdin=subprocess.DEVNULL)
         self.lines: list[bytes] = []
         self.out = bytearray()
         self.err = bytearray()
@@ -120,6 +120,25 @@ class Follower:
         fd = self.proc.stderr.fileno()
         while chunk := os.read(fd, 65536):
             self.err += chunk
+
+    def kill(self) -> None:
+        """End it (by PID) if it still runs; its output goes to the secrets guard."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.record()
+
+    def record(self) -> None:
+        """Hand what it printed to the secrets guard."""
+        secrets_guard.record_output("the output of a tether subprocess", bytes(self.out),
+                                    bytes(self.err))
+
+
+class Follower(Gathered):
+    """``tether logs ARGS`` running, as Gathered."""
+
+    def __init__(self, *args: str, env: dict[str, str]) -> None:
+        super().__init__("logs", *args, env=env)
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[bytes]:
         """The first ``count`` lines, once they are there (fails after ``timeout``)."""
@@ -146,8 +165,3 @@ class Follower:
         for thread in self._threads:
             thread.join(timeout)
         return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)

@@ -24,9 +24,7 @@ Everything binds 127.0.0.1 port 0 and is torn down after its test.
 from __future__ import annotations
 
 import dataclasses
-import socket
 import ssl
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from typing import Any
 import pytest
 
 from tests.cli import Follower
+from tests.servers import echo, tcp_server
 from tether.gateway.config import GatewayConfig, LogSource, ServiceConfig
 from tether.gateway.faults import Faults
 from tether.gateway.runner import RunningGateway, start_in_thread
@@ -48,39 +47,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture
 def echo_server() -> Iterator[int]:
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
-    threads: list[threading.Thread] = []
-
-    def serve(conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(10)
-            try:
-                while data := conn.recv(65536):
-                    conn.sendall(data)
-                conn.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            thread = threading.Thread(target=serve, args=(conn,), daemon=True)
-            thread.start()
-            threads.append(thread)
-
-    acceptor = threading.Thread(target=accept, daemon=True)
-    acceptor.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    acceptor.join(2)
-    listener.close()
+    with tcp_server(echo) as port:
+        yield port
 
 
 @pytest.fixture

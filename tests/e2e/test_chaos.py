@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,9 +24,8 @@ from typing import Any
 
 import pytest
 
-from tests import secrets_guard
 from tests.chaos import ChaosProxy
-from tests.cli import assert_no_secrets, json_events, spawn_tether, tether_env
+from tests.cli import Gathered, assert_no_secrets, json_events, tether_env
 from tests.e2e.test_shell import Term, assert_terminal_restored, wrapped_term
 from tether.gateway.runner import RunningGateway
 
@@ -36,28 +34,8 @@ pytestmark = pytest.mark.timeout(45)
 N_RECORDS = 2000
 
 
-class Watched:
-    """A tether subprocess whose stdout lines and stderr are gathered by two threads."""
-
-    def __init__(self, *args: str, env: dict[str, str]) -> None:
-        self.proc = spawn_tether(*args, env=env, stdin=subprocess.DEVNULL)
-        self.lines: list[bytes] = []
-        self.err = bytearray()
-        self._threads = [threading.Thread(target=self._read_out, daemon=True),
-                         threading.Thread(target=self._read_err, daemon=True)]
-        for thread in self._threads:
-            thread.start()
-
-    def _read_out(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    def _read_err(self) -> None:
-        assert self.proc.stderr is not None
-        fd = self.proc.stderr.fileno()
-        while chunk := os.read(fd, 65536):
-            self.err += chunk
+class Watched(Gathered):
+    """Any tether command running, as Gathered, with waits for what it prints."""
 
     def until(self, what: str, check: Callable[[], bool], timeout: float = 10.0) -> float:
         """Wait until ``check()``; the moment it held (AssertionError after ``timeout``)."""
@@ -95,18 +73,9 @@ class Watched:
         elapsed = time.monotonic() - started
         for thread in self._threads:
             thread.join(5)
-        self._record()
+        self.record()
         return status, elapsed
 
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        self._record()
-
-    def _record(self) -> None:
-        secrets_guard.record_output("the output of a tether subprocess",
-                                    b"".join(self.lines), bytes(self.err))
 
 
 @pytest.fixture

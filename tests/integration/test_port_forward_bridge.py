@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_port_forward import OPTIONS, forwarding, free_port
+from tests.integration.test_port_forward import OPTIONS, forwarding
+from tests.servers import free_port
 from tether.auth.credentials import EnvCredential
 from tether.ws.dial import dial
 
