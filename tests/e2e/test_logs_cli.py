@@ -15,7 +15,7 @@ import pexpect
 import pytest
 
 from tests.cli import TETHER, Follower, assert_no_secrets, spawn_tether, tether_env
-from tether.cli.logprint import color_of
+from tether.cli.output.logprint import color_of
 from tether.gateway.runner import RunningGateway
 
 pytestmark = pytest.mark.timeout(30)

@@ -311,7 +311,7 @@ def test_tty_and_no_tty_together_is_a_usage_error(env: dict[str, str]) -> None:
 def test_shell_module_keeps_help_light() -> None:
     code = ("import sys; import tether.cli.app; "
             "bad = [m for m in ('websocket', 'keyring', 'jwt', 'websockets', 'tether.gateway', "
-            "'tether.cli.shell_session') if m in sys.modules]; print(bad)")
+            "'tether.session.shell') if m in sys.modules]; print(bad)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=15, check=False)
     assert proc.stdout.strip() == "[]", proc.stderr

@@ -22,7 +22,7 @@ from typing import IO, Any
 import pytest
 
 from tests.hostile import HostileServer, respond
-from tether.auth.config import load_config
+from tether.auth.contexts import load_config
 from tether.auth.credentials import (
     EnvCredential,
     KeyringCredential,
@@ -31,11 +31,11 @@ from tether.auth.credentials import (
 )
 from tether.auth.oauth import Endpoints
 from tether.auth.store import KeyringStore, StoredTokens
+from tether.client.dial import Connection, DialOptions, dial
+from tether.client.http import HttpOptions
+from tether.client.supervisor import Attempt, Supervisor
 from tether.errors import Code, TetherError
 from tether.gateway.runner import RunningGateway
-from tether.web import HttpOptions
-from tether.ws.dial import Connection, DialOptions, dial
-from tether.ws.supervisor import Attempt, Supervisor
 
 PLAINTEXT = "keyrings.alt.file.PlaintextKeyring"
 DIAL = DialOptions(connect_timeout=3.0, keepalive_interval=0, keepalive_timeout=0)

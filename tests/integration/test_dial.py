@@ -33,9 +33,9 @@ from tests.hostile import (
     trickle,
     upgrade_then,
 )
+from tether.client.credential import StaticCredential
+from tether.client.dial import OPCODE_BINARY, OPCODE_TEXT, Closed, DialOptions, dial, request_url
 from tether.errors import Code, Phase, TetherError
-from tether.ws.credential import StaticCredential
-from tether.ws.dial import OPCODE_BINARY, OPCODE_TEXT, Closed, DialOptions, dial, request_url
 
 TOKEN = "tth_secret-token-value"
 FAST = DialOptions(connect_timeout=2.0, keepalive_interval=0, keepalive_timeout=0)

@@ -14,7 +14,7 @@ import pytest
 
 from tests.cli import assert_no_secrets, json_events, run_tether, tether_env
 from tests.hostile import HostileServer, close, drop, send, upgrade_then
-from tether.ws.protocol import LogRecord, encode_log_batch
+from tether.protocol import LogRecord, encode_log_batch
 
 pytestmark = pytest.mark.timeout(30)
 

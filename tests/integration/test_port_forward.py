@@ -20,8 +20,12 @@ import pytest
 
 from tests.servers import echo, free_port, tcp_server
 from tether.auth.credentials import Credential, EnvCredential, KeyringCredential
-from tether.cli.connect import Link
-from tether.cli.forwarding import (
+from tether.cli.options import Settings
+from tether.client.dial import DialOptions, dial
+from tether.errors import Code, TetherError
+from tether.gateway.config import RateLimit
+from tether.gateway.runner import RunningGateway
+from tether.session.forward import (
     BindAddress,
     Forwarder,
     ForwardReporter,
@@ -30,11 +34,7 @@ from tether.cli.forwarding import (
     bind_listeners,
     probe_close,
 )
-from tether.cli.options import Settings
-from tether.errors import Code, TetherError
-from tether.gateway.config import RateLimit
-from tether.gateway.runner import RunningGateway
-from tether.ws.dial import DialOptions, dial
+from tether.session.link import Link
 
 OPTIONS = DialOptions(connect_timeout=5.0, keepalive_interval=0, keepalive_timeout=0)
 MB = 1 << 20

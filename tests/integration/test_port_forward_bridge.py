@@ -15,7 +15,7 @@ import pytest
 from tests.integration.test_port_forward import OPTIONS, forwarding
 from tests.servers import free_port
 from tether.auth.credentials import EnvCredential
-from tether.ws.dial import dial
+from tether.client.dial import dial
 
 WEBSOCKIFY = Path(sys.executable).with_name("websockify")
 

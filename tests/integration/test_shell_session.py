@@ -9,9 +9,9 @@ import time
 import pytest
 
 from tether.auth.credentials import resolve_credential
-from tether.cli.shell_io import InputPump, ScreenModes, receive, write_all
+from tether.client.dial import Connection, DialOptions, dial
 from tether.gateway.runner import RunningGateway
-from tether.ws.dial import Connection, DialOptions, dial
+from tether.session.shell_io import InputPump, ScreenModes, receive, write_all
 
 pytestmark = pytest.mark.timeout(20)
 

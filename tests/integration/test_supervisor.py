@@ -21,11 +21,11 @@ from tests.hostile import (
     send,
     upgrade_then,
 )
+from tether.client.credential import StaticCredential
+from tether.client.dial import Connection, DialOptions, dial
+from tether.client.retry import RetryPolicy
+from tether.client.supervisor import Attempt, NullReporter, Supervisor
 from tether.errors import Code, Failure, Interrupted, Phase, TetherError
-from tether.ws.credential import StaticCredential
-from tether.ws.dial import Connection, DialOptions, dial
-from tether.ws.retry import RetryPolicy
-from tether.ws.supervisor import Attempt, NullReporter, Supervisor
 
 OPTIONS = DialOptions(connect_timeout=2.0, keepalive_interval=0, keepalive_timeout=0)
 
@@ -139,7 +139,7 @@ class FlakyRefreshJWT(CountingJWT):
             self.failed = True
             import socket
 
-            from tether.ws.classify import classify_exception
+            from tether.classify.core import classify_exception
 
             with socket.socket() as probe:
                 probe.bind(("127.0.0.1", 0))

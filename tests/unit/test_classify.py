@@ -17,8 +17,7 @@ import trustme
 import websocket
 from websocket import _exceptions as ws_exceptions
 
-from tether.errors import Code, Failure, Phase, TetherError
-from tether.ws.classify import (
+from tether.classify.core import (
     EXCEPTION_TABLE,
     MAX_BODY,
     MAX_RETRY_AFTER,
@@ -31,6 +30,7 @@ from tether.ws.classify import (
     parse_retry_after,
     parse_www_authenticate,
 )
+from tether.errors import Code, Failure, Phase, TetherError
 
 NOW = 1_800_000_000.0
 PROBLEM = {"Content-Type": "application/problem+json"}

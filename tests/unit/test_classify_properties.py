@@ -7,8 +7,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tether.errors import CATALOG, Code, Failure, Phase
-from tether.ws.classify import (
+from tether.classify.core import (
     classify_close,
     classify_exception,
     classify_handshake,
@@ -16,6 +15,7 @@ from tether.ws.classify import (
     parse_retry_after,
     parse_www_authenticate,
 )
+from tether.errors import CATALOG, Code, Failure, Phase
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0 (ESC included), DEL, C1
 GUARD = "(details could not be read)"

@@ -24,8 +24,8 @@ import typer
 
 from tests.cli import assert_no_secrets, run_tether, tether_env
 from tests.hostile import HostileServer, mute
-from tether.cli import completion_scripts as scripts
 from tether.cli.app import app
+from tether.cli.commands import completion_scripts as scripts
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPLETIONS = ROOT / "completions"
@@ -61,14 +61,14 @@ def _visible_tree() -> list[tuple[tuple[str, ...], list[str]]]:
 def test_committed_scripts_equal_what_the_generator_makes_now() -> None:
     assert scripts.default_directory() == COMPLETIONS
     assert scripts.drifted(COMPLETIONS) == [], (
-        "completions/ is out of date: run python -m tether.cli.completion --write")
-    proc = subprocess.run([sys.executable, "-m", "tether.cli.completion", "--check"],
+        "completions/ is out of date: run python -m tether.cli.commands.completion --write")
+    proc = subprocess.run([sys.executable, "-m", "tether.cli.commands.completion", "--check"],
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
 
 
 def test_check_fails_when_a_script_drifts(tmp_path: Path) -> None:
-    base = [sys.executable, "-m", "tether.cli.completion"]
+    base = [sys.executable, "-m", "tether.cli.commands.completion"]
     run = subprocess.run([*base, "--write", "--dir", str(tmp_path)], capture_output=True,
                          text=True, timeout=60, check=False)
     assert run.returncode == 0

@@ -15,7 +15,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from tether.auth.config import (
+from tether.auth.contexts import (
     Config,
     Context,
     config_path,

@@ -18,9 +18,7 @@ import websocket
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tether.cli.logframes import FrameDecoder
-from tether.errors import CATALOG, Code, Failure, Phase
-from tether.ws.classify import (
+from tether.classify.core import (
     Challenge,
     Problem,
     classify_close,
@@ -30,7 +28,8 @@ from tether.ws.classify import (
     parse_retry_after,
     parse_www_authenticate,
 )
-from tether.ws.protocol import (
+from tether.errors import CATALOG, Code, Failure, Phase
+from tether.protocol import (
     BadRecord,
     LogDecoder,
     LogRecord,
@@ -41,6 +40,7 @@ from tether.ws.protocol import (
     encode_log_record,
     parse_close_reason,
 )
+from tether.session.logframes import FrameDecoder
 
 FAST = settings(max_examples=200, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tether.cli.keys import PASTE_END, PASTE_START, Action, EscapeScanner, PasteJoiner
+from tether.session.keys import PASTE_END, PASTE_START, Action, EscapeScanner, PasteJoiner
 
 
 def scan_all(chunks: list[bytes]) -> tuple[bytes, list[Action]]:

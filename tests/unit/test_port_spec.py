@@ -8,7 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tether.cli.port_forward import PortSpec, parse_addresses, parse_port_spec, parse_port_specs
+from tether.cli.commands.port_forward import (
+    PortSpec,
+    parse_addresses,
+    parse_port_spec,
+    parse_port_specs,
+)
 
 
 @pytest.mark.parametrize(("spec", "expected"), [

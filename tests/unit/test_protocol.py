@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tether.errors import Code
-from tether.ws.protocol import (
+from tether.protocol import (
     MAX_CLOSE_REASON_BYTES,
     BadRecord,
     ControlMessage,

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from tether.cli.render import (
+from tether.cli.output.render import (
     CAUSE_MESSAGE_LIMIT,
     cause_chain,
     json_record,
@@ -217,7 +217,7 @@ def test_retry_line_and_event() -> None:
 
 
 SNIPPET = """
-from tether.cli.render import render_failure
+from tether.cli.output.render import render_failure
 from tether.errors import Code, Failure, Phase
 render_failure(Failure.of(Code.NOT_FOUND, Phase.HANDSHAKE, "no service api"),
                output="text", verbose=False)

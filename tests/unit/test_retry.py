@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tether.client.retry import GiveUp, Refresh, RetryPolicy, RetryState, Wait
+from tether.durations import parse_duration
 from tether.errors import CATALOG, Code, Failure, Retry
-from tether.ws.durations import parse_duration
-from tether.ws.retry import GiveUp, Refresh, RetryPolicy, RetryState, Wait
 
 
 def fail(code: Code, retry_after: float | None = None) -> Failure:

@@ -3,7 +3,7 @@
 Lookup order: ``TETHER_TOKEN`` in the environment (an API token ``tth_...`` or
 a JWT, used as it is, never refreshed, never written anywhere), then the
 keyring entry of the gateway (an access JWT and a refresh token). Both
-classes implement :class:`tether.ws.credential.CredentialSource`.
+classes implement :class:`tether.client.credential.CredentialSource`.
 
 JWT claims are decoded without verifying the signature, only to read
 ``sub``, ``role`` and ``exp``: the gateway is the one that verifies.
@@ -20,13 +20,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tether.auth.config import config_path, load_config, normalize_gateway_url
+from tether.auth.contexts import config_path, load_config, normalize_gateway_url
 from tether.auth.oauth import Endpoints, is_token_text
 from tether.auth.refresh import gateway_lock, refresh_locked
 from tether.auth.store import KeyringStore, StoredTokens
+from tether.client.http import HttpOptions
 from tether.errors import Code, Failure, Phase, TetherError
 from tether.text import strip_control
-from tether.web import HttpOptions
 
 API_TOKEN_PREFIX = "tth_"  # noqa: S105 - a prefix, not a secret
 REFRESH_MARGIN = 60.0  # refresh before dialing when the JWT expires within this many seconds

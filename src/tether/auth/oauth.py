@@ -2,7 +2,7 @@
 
 The gateway serves both at ``/v1/auth/device`` and ``/v1/auth/token``; a
 context may name another issuer's endpoints instead. Requests go through
-:func:`tether.web.request`: TLS as the dialer does it, no redirects (a token
+:func:`tether.client.http.request`: TLS as the dialer does it, no redirects (a token
 request is never replayed elsewhere), bodies read up to 64 KiB.
 
 Exceptions::
@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tether.client.http import HttpOptions, request
 from tether.errors import Code, Failure, Phase, TetherError
 from tether.text import redact_url, strip_control
-from tether.web import HttpOptions, request
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 DEFAULT_CLIENT_ID = "tether"

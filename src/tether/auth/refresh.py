@@ -19,11 +19,11 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from tether.auth.config import state_dir
+from tether.auth.contexts import state_dir
 from tether.auth.oauth import Endpoints, refresh_grant
 from tether.auth.store import KeyringStore, StoredTokens
+from tether.client.http import HttpOptions
 from tether.errors import Code, Failure, Phase, TetherError
-from tether.web import HttpOptions
 
 LOCK_TIMEOUT = 30.0  # longer than one token request's timeout
 _POLL = 0.02

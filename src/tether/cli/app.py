@@ -181,13 +181,13 @@ def _render_settings(argv: Sequence[str]) -> tuple[str, bool]:
 
 
 def _render(failure: Failure, output: str, verbose: bool) -> None:
-    from tether.cli.render import render_failure
+    from tether.cli.output.render import render_failure
 
     render_failure(failure, output=output, verbose=verbose)
 
 
 def _internal_failure(exc: BaseException) -> Failure:
-    from tether.cli.render import clean
+    from tether.cli.output.render import clean
 
     text = clean(str(exc).splitlines()[0] if str(exc).strip() else "", limit=200)
     message = f"unexpected {type(exc).__name__}" + (f": {text}" if text else "")
@@ -290,35 +290,35 @@ def main(argv: list[str] | None = None) -> None:
 # --- commands ------------------------------------------------------------------------------
 # One line per command module. Keep the modules' top-level imports light.
 
-from tether.cli import errors as errors_cmd  # noqa: E402
+from tether.cli.commands import errors as errors_cmd  # noqa: E402
 
 app.command("errors")(errors_cmd.errors_command)
 
-from tether.cli import auth as auth_cmd  # noqa: E402
+from tether.cli.commands import auth as auth_cmd  # noqa: E402
 
 app.add_typer(auth_cmd.app, name="auth")
 
-from tether.cli import demo as demo_cmd  # noqa: E402
-from tether.cli import gateway as gateway_cmd  # noqa: E402
+from tether.cli.commands import demo as demo_cmd  # noqa: E402
+from tether.cli.commands import gateway as gateway_cmd  # noqa: E402
 
 app.add_typer(gateway_cmd.app, name="gateway")
 app.command("demo")(demo_cmd.demo_command)
 
-from tether.cli import shell as shell_cmd  # noqa: E402
+from tether.cli.commands import shell as shell_cmd  # noqa: E402
 
 app.command("shell", context_settings=shell_cmd.CONTEXT_SETTINGS)(shell_cmd.shell)
 
-from tether.cli import logs as logs_cmd  # noqa: E402
+from tether.cli.commands import logs as logs_cmd  # noqa: E402
 
 app.command("logs")(logs_cmd.logs_command)
 
-from tether.cli import port_forward as port_forward_cmd  # noqa: E402
+from tether.cli.commands import port_forward as port_forward_cmd  # noqa: E402
 
 app.command("port-forward")(port_forward_cmd.port_forward_command)
 
-from tether.cli import completion as completion_cmd  # noqa: E402
-from tether.cli import doctor as doctor_cmd  # noqa: E402
-from tether.cli import status as status_cmd  # noqa: E402
+from tether.cli.commands import completion as completion_cmd  # noqa: E402
+from tether.cli.commands import doctor as doctor_cmd  # noqa: E402
+from tether.cli.commands import status as status_cmd  # noqa: E402
 
 app.command("status")(status_cmd.status_command)
 app.command("doctor")(doctor_cmd.doctor_command)

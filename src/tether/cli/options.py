@@ -73,7 +73,7 @@ def duration_option(value: str | float) -> float:
     """A Typer ``parser=`` for duration options (``30s``, ``5m``); a bad value is a usage error."""
     if isinstance(value, float):
         return value
-    from tether.ws.durations import parse_duration
+    from tether.durations import parse_duration
 
     try:
         return parse_duration(value)

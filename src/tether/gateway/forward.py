@@ -16,7 +16,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from tether.gateway.session import close_with, decode_or_close
-from tether.ws.protocol import SUBPROTOCOL, CloseCode, Eof, encode_control
+from tether.protocol import SUBPROTOCOL, CloseCode, Eof, encode_control
 
 log = logging.getLogger("tether.gateway.forward")
 READ_SIZE = 64 * 1024

@@ -53,7 +53,7 @@ from tether.gateway.session import SessionContext, ShellRequest, close_with
 from tether.gateway.shell import serve_shell
 from tether.gateway.state import StateStore
 from tether.gateway.tokens import AuthError, Principal, TokenService
-from tether.ws.protocol import (
+from tether.protocol import (
     ENDPOINTS,
     MINIMUM_ROLES,
     PORT_FORWARD_SUBPROTOCOLS,

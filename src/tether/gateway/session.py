@@ -12,7 +12,7 @@ from websockets.typing import Data
 from tether.gateway.config import ServiceConfig
 from tether.gateway.cursor import Position
 from tether.gateway.tokens import Principal
-from tether.ws.protocol import (
+from tether.protocol import (
     CloseCode,
     ControlMessage,
     ProtocolViolation,

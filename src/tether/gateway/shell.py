@@ -31,7 +31,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tether.gateway.config import ServiceConfig
 from tether.gateway.session import close_with, decode_or_close
-from tether.ws.protocol import (
+from tether.protocol import (
     CloseCode,
     Eof,
     Exit,

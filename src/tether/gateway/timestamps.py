@@ -8,7 +8,7 @@ import re
 import time
 from datetime import UTC, datetime
 
-from tether.ws.durations import parse_duration
+from tether.durations import parse_duration
 
 _LEADING = re.compile(
     r"(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2})(\.\d+)?(Z|z|[+-]\d{2}:?\d{2})?(?:\s+|$)")

@@ -16,7 +16,7 @@ from typing import Any
 import jwt
 
 from tether.gateway.state import StateStore
-from tether.ws.protocol import ROLES
+from tether.protocol import ROLES
 
 API_TOKEN_PREFIX = "tth_"  # noqa: S105 - a prefix, not a secret
 AUDIENCE = "tether"

@@ -17,7 +17,7 @@ reason are kept, and runs keepalive in a daemon thread: a ping every
 seconds. One reader thread and any number of writer threads may share it.
 
 Every exception of the socket, TLS or websocket-client is mapped at this
-boundary by :func:`tether.ws.classify.classify_exception` and raised as
+boundary by :func:`tether.classify.core.classify_exception` and raised as
 ``TetherError(failure) from exc``.
 """
 
@@ -46,13 +46,13 @@ from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
 import websocket
 
+from tether.classify.core import MAX_BODY, classify_close, classify_exception, classify_handshake
+from tether.client.credential import CredentialSource
+from tether.client.http import is_loopback, user_agent
+from tether.client.http import tls_context as tls_for
 from tether.errors import Code, Failure, Phase, TetherError
+from tether.protocol import ENDPOINTS, PORT_FORWARD_SUBPROTOCOLS, SUBPROTOCOL
 from tether.text import redact_url, strip_control
-from tether.web import is_loopback, user_agent
-from tether.web import tls_context as tls_for
-from tether.ws.classify import MAX_BODY, classify_close, classify_exception, classify_handshake
-from tether.ws.credential import CredentialSource
-from tether.ws.protocol import ENDPOINTS, PORT_FORWARD_SUBPROTOCOLS, SUBPROTOCOL
 
 __all__ = [
     "OPCODE_BINARY",

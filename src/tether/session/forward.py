@@ -29,15 +29,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tether.cli.options import Settings
-from tether.cli.render import clean, emit_line, json_record, render_event
+from tether.cli.output.render import clean, emit_line, json_record, render_event
+from tether.client.dial import OPCODE_TEXT, Closed, Connection, ParamValue, dial
+from tether.client.retry import GiveUp, Refresh, RetryPolicy, RetryState, Wait
 from tether.errors import Code, Failure, Phase, Retry, TetherError
-from tether.ws.dial import OPCODE_TEXT, Closed, Connection, ParamValue, dial
-from tether.ws.protocol import SUBPROTOCOL, Eof, ProtocolViolation, decode_control, encode_control
-from tether.ws.retry import GiveUp, Refresh, RetryPolicy, RetryState, Wait
+from tether.protocol import SUBPROTOCOL, Eof, ProtocolViolation, decode_control, encode_control
 
 if TYPE_CHECKING:
-    from tether.cli.connect import Link
-    from tether.ws.supervisor import Attempt
+    from tether.client.supervisor import Attempt
+    from tether.session.link import Link
 
 READ_SIZE = 256 * 1024
 #: How long the dial of one new connection may keep retrying transient failures.
@@ -114,7 +114,7 @@ def _bind_failure(exc: OSError, host: str, port: int) -> TetherError:
         message = f"Cannot listen on {where}: {host} is not an address of this machine."
         hint = "Check --address; 127.0.0.1 (the default) or ::1 are always local."
     else:
-        from tether.ws.classify import classify_exception
+        from tether.classify.core import classify_exception
 
         failure = classify_exception(exc, phase=Phase.LOCAL)
         return TetherError(failure.replace(message=f"Cannot listen on {where}: {failure.message}"))

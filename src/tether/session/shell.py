@@ -19,12 +19,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from tether.cli import terminal
-from tether.cli.connect import Link, StatusReporter, supervise
-from tether.cli.render import clean, emit_line, render_event
-from tether.cli.shell_io import InputPump, Outcome, ScreenModes, receive, write_all
+from tether.cli.output.render import clean, emit_line, render_event
+from tether.client.dial import Connection
+from tether.client.supervisor import Attempt
 from tether.errors import Failure, Interrupted, TetherError
-from tether.ws.dial import Connection
-from tether.ws.supervisor import Attempt
+from tether.session.link import Link, StatusReporter, supervise
+from tether.session.shell_io import InputPump, Outcome, ScreenModes, receive, write_all
 
 #: Exit status after ``~.``, as ssh's.
 DISCONNECT_STATUS = 255

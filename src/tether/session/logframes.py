@@ -4,7 +4,7 @@ A gateway frame is NDJSON, one record per line. When a frame ends with a
 newline and nothing is left over from the one before, it is walked with the C
 JSON scanner, each value required to end exactly at its own line's newline; if
 any line is not exactly one valid record, the whole frame goes through
-:class:`tether.ws.protocol.LogDecoder` instead, line by line, so that a bad
+:class:`tether.protocol.LogDecoder` instead, line by line, so that a bad
 line costs speed, never records.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from tether.ws.protocol import BadRecord, LogDecoder, LogRecord
+from tether.protocol import BadRecord, LogDecoder, LogRecord
 
 #: ``(cursor, ts, instance, stream, message)``, all str.
 Row = tuple[str, str, str, str, str]

@@ -1,7 +1,7 @@
 """``GET /v1/health``: the gateway's health and each service's backend health.
 
 Shared by ``tether status``, ``tether doctor`` and service-name completion.
-The request goes through :func:`tether.web.request` (TLS as the dialer does
+The request goes through :func:`tether.client.http.request` (TLS as the dialer does
 it, no proxy for loopback, no redirects, at most 64 KiB read), under one
 deadline over the whole of it (DNS included): it runs in a daemon thread that
 is abandoned when the deadline passes.
@@ -118,8 +118,8 @@ def parse_health(gateway: str, body: bytes, request_id: str | None = None) -> He
 
 def _fetch(gateway: str, url: str, timeout: float, ca_cert: str | None,
            insecure: bool) -> Health:
-    from tether.web import HttpOptions, request
-    from tether.ws.classify import classify_handshake
+    from tether.classify.core import classify_handshake
+    from tether.client.http import HttpOptions, request
 
     answer = request(url, HttpOptions(timeout=timeout, ca_cert=ca_cert, insecure=insecure))
     status, headers, body, request_id = (answer.status, answer.headers, answer.body,

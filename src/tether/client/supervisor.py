@@ -26,9 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from tether.client.credential import CredentialSource
+from tether.client.retry import GiveUp, Refresh, RetryPolicy, RetryState, Wait
 from tether.errors import Failure, Interrupted, TetherError
-from tether.ws.credential import CredentialSource
-from tether.ws.retry import GiveUp, Refresh, RetryPolicy, RetryState, Wait
 
 T = TypeVar("T")
 
@@ -84,7 +84,7 @@ C = TypeVar("C", bound=_Connection)
 class Supervisor(Generic[C, T]):
     """Dial, run the handler, and apply the retry policy to what breaks.
 
-    ``dial(attempt)`` returns a connection (normally :func:`tether.ws.dial.dial`
+    ``dial(attempt)`` returns a connection (normally :func:`tether.client.dial.dial`
     with parameters rebuilt for the attempt). ``handler(connection, attempt)``
     returns the command's result, or raises TetherError when the session broke.
     ``sleep`` and ``clock`` are injectable; the default sleep waits on an event

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tether.cli.completion import complete_services
+from tether.cli.commands.completion import complete_services
 from tether.cli.options import settings
 from tether.errors import Code, Failure, Phase, TetherError
 
 if TYPE_CHECKING:
-    from tether.cli.health import Health, ServiceHealth
+    from tether.client.health import Health, ServiceHealth
 
 
 def _show_text(health: Health, services: list[ServiceHealth]) -> None:
@@ -27,7 +27,7 @@ def _show_text(health: Health, services: list[ServiceHealth]) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from tether.cli.render import clean, get_stdout_console
+    from tether.cli.output.render import clean, get_stdout_console
 
     console = get_stdout_console()
     line = Text("Gateway ", style="bold")
@@ -59,7 +59,7 @@ def _show(health: Health, services: list[ServiceHealth], as_json: bool) -> None:
     if as_json:
         import json
 
-        from tether.cli.render import sanitize
+        from tether.cli.output.render import sanitize
 
         data = health.as_dict()
         data["services"] = [s.as_dict() for s in services]
@@ -69,7 +69,7 @@ def _show(health: Health, services: list[ServiceHealth], as_json: bool) -> None:
 
 
 def _unknown(health: Health, name: str) -> TetherError:
-    from tether.cli.render import clean
+    from tether.cli.output.render import clean
 
     known = ", ".join(health.names) or "none"
     return TetherError(Failure.of(
@@ -99,13 +99,13 @@ def status_command(
     Exits 0 when the gateway answers; with SERVICE, 69 when that service's
     backend is unavailable (backend-unavailable) or unknown (not-found).
     """
-    from tether.auth.config import resolve_gateway
-    from tether.cli.health import fetch_health
+    from tether.auth.contexts import resolve_gateway
+    from tether.client.health import fetch_health
 
     s = settings(ctx)
     gateway = resolve_gateway(s.gateway).gateway
     if s.insecure and gateway.startswith("https:"):
-        from tether.cli.connect import StatusReporter
+        from tether.session.link import StatusReporter
 
         StatusReporter(s, live=False).warning(
             "TLS certificate verification is disabled (--insecure): the gateway is not "

@@ -12,7 +12,7 @@ that one broken connection never ends the forward. The order of work:
 5. print one ``Forwarding from ADDRESS:PORT -> SERVICE:PORT`` line per listener
    and serve until Ctrl+C (130), SIGTERM (143) or a permanent failure.
 
-The machinery lives in :mod:`tether.cli.forwarding`, imported only when the
+The machinery lives in :mod:`tether.session.forward`, imported only when the
 command runs.
 """
 
@@ -25,15 +25,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tether.cli.completion import complete_services
+from tether.cli.commands.completion import complete_services
 from tether.cli.options import settings
 from tether.errors import Interrupted, TetherError
 
 if TYPE_CHECKING:
-    from tether.cli.connect import Link
-    from tether.cli.forwarding import ForwardReporter, Listener, Route
-    from tether.ws.dial import ParamValue
-    from tether.ws.supervisor import Attempt
+    from tether.client.dial import ParamValue
+    from tether.client.supervisor import Attempt
+    from tether.session.forward import ForwardReporter, Listener, Route
+    from tether.session.link import Link
 
 MAX_PORT = 65535
 DEFAULT_ADDRESS = "127.0.0.1"
@@ -141,8 +141,8 @@ def port_forward_command(
     except ValueError as exc:
         raise _usage(str(exc), "'--address'") from None
 
-    from tether.cli.connect import open_link
-    from tether.cli.forwarding import BindAddress, ForwardReporter, Route, bind_listeners
+    from tether.session.forward import BindAddress, ForwardReporter, Route, bind_listeners
+    from tether.session.link import open_link
 
     link = open_link(ctx)
     reporter = ForwardReporter(settings(ctx))
@@ -160,8 +160,8 @@ def port_forward_command(
 
 def _probe(link: Link, routes: Sequence[Route], reporter: ForwardReporter) -> None:
     """Dial each remote port once and close at once; raises TetherError on a refusal."""
-    from tether.cli.connect import StatusReporter, supervise
-    from tether.cli.forwarding import probe_close
+    from tether.session.forward import probe_close
+    from tether.session.link import StatusReporter, supervise
 
     status = StatusReporter(link.settings)
     for route in dict.fromkeys(routes):
@@ -177,7 +177,7 @@ def _params_of(route: Route) -> Callable[[Attempt], Mapping[str, ParamValue]]:
 
 def _serve(link: Link, listeners: Sequence[Listener], reporter: ForwardReporter) -> None:
     """Announce, serve until interrupted or a permanent failure, say how many were closed."""
-    from tether.cli.forwarding import Forwarder
+    from tether.session.forward import Forwarder
 
     forwarder = Forwarder(link, listeners, reporter)
     try:

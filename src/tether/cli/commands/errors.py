@@ -1,6 +1,6 @@
 """``tether errors [CODE]``: the error catalog, listed or explained; and docs/errors.md.
 
-``python -m tether.cli.errors --write`` regenerates docs/errors.md (and the
+``python -m tether.cli.commands.errors --write`` regenerates docs/errors.md (and the
 README's error table between its markers); ``--check`` fails when they drift.
 """
 
@@ -112,7 +112,7 @@ def _list(as_json: bool) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from tether.cli.render import get_stdout_console
+    from tether.cli.output.render import get_stdout_console
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("code", no_wrap=True, min_width=max(len(c) for c in Code))
@@ -135,7 +135,7 @@ def _explain(code: Code, as_json: bool) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from tether.cli.render import get_stdout_console
+    from tether.cli.output.render import get_stdout_console
 
     entry = CATALOG[code]
     grid = Table.grid(padding=(0, 2))
@@ -155,7 +155,7 @@ def _explain(code: Code, as_json: bool) -> None:
 
 
 def _unknown(code: str, as_json: bool) -> None:
-    from tether.cli.render import clean, emit_line, render_event
+    from tether.cli.output.render import clean, emit_line, render_event
 
     shown = clean(code, limit=80)
     matches = close_matches(code)
@@ -188,8 +188,8 @@ def catalog_markdown() -> str:
     out = [
         "# Error codes",
         "",
-        "<!-- Generated from src/tether/errors.py by `python -m tether.cli.errors --write`. "
-        "Do not edit. -->",
+        "<!-- Generated from src/tether/errors.py by "
+        "`python -m tether.cli.commands.errors --write`. Do not edit. -->",
         "",
         "Every failure ends as one record with a stable code: shown in the error panel, "
         "in the `code` field of `--output json`, and explained by `tether errors CODE`. "
@@ -260,13 +260,13 @@ def _generate(root: Path, *, write: bool) -> list[str]:
 def _cli(argv: list[str]) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m tether.cli.errors",
+    parser = argparse.ArgumentParser(prog="python -m tether.cli.commands.errors",
                                      description="Regenerate or check docs/errors.md "
                                                  "and the README's error table.")
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--write", action="store_true", help="rewrite what is stale")
     action.add_argument("--check", action="store_true", help="exit 1 when anything is stale")
-    parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[3],
+    parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[4],
                         help="the repository (default: the one this file is in)")
     args = parser.parse_args(argv)
     stale = _generate(args.root, write=args.write)

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tether.cli.completion import complete_services
+from tether.cli.commands.completion import complete_services
 from tether.cli.options import settings
 
 if TYPE_CHECKING:
-    from tether.cli.logprint import LogPrinter
-    from tether.ws.dial import Connection, ParamValue
-    from tether.ws.supervisor import Attempt
+    from tether.cli.output.logprint import LogPrinter
+    from tether.client.dial import Connection, ParamValue
+    from tether.client.supervisor import Attempt
 
 
 def since_time(text: str, now: float | None = None) -> str:
@@ -35,7 +35,7 @@ def since_time(text: str, now: float | None = None) -> str:
 
     A time without a zone is UTC. Raises ValueError saying what is expected.
     """
-    from tether.ws.durations import parse_duration
+    from tether.durations import parse_duration
 
     value = text.strip()
     try:
@@ -79,7 +79,7 @@ class LogSession:
 
     def handle(self, connection: Connection, attempt: Attempt) -> int:
         """Print what arrives until the stream ends normally; raises TetherError if it breaks."""
-        from tether.cli.logframes import FrameDecoder
+        from tether.session.logframes import FrameDecoder
 
         frames = FrameDecoder()
         printer = self.printer
@@ -136,8 +136,8 @@ def logs_command(  # noqa: PLR0917 - one parameter per option
     record is one JSON object per line on stdout, and errors and reconnects
     are JSON lines on stderr.
     """
-    from tether.cli.connect import StatusReporter, open_link, supervise
-    from tether.cli.logprint import LogPrinter, Style, stdout_writer, use_color
+    from tether.cli.output.logprint import LogPrinter, Style, stdout_writer, use_color
+    from tether.session.link import StatusReporter, open_link, supervise
 
     s = settings(ctx)
     names = list(dict.fromkeys(instance or []))
@@ -158,7 +158,7 @@ def logs_command(  # noqa: PLR0917 - one parameter per option
         supervise(link, "logs", session.params, session.handle, reporter)
     except BrokenPipeError:  # click would turn it into exit 1: end like `yes | head -1` does
         from tether.cli.app import EXIT_BROKEN_PIPE
-        from tether.cli.logprint import silence_stdout
+        from tether.cli.output.logprint import silence_stdout
 
         silence_stdout()
         raise typer.Exit(EXIT_BROKEN_PIPE) from None

@@ -25,9 +25,9 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from tether.cli.logframes import Entry
+from tether.protocol import BadRecord
+from tether.session.logframes import Entry
 from tether.text import strip_control
-from tether.ws.protocol import BadRecord
 
 #: Colours of instance prefixes: the six ANSI colours and their bright forms (no black/white).
 PALETTE = (31, 32, 33, 34, 35, 36, 91, 92, 93, 94, 95, 96)

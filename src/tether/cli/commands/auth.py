@@ -14,11 +14,11 @@ import typer
 from tether.errors import Interrupted
 
 if TYPE_CHECKING:
-    from tether.auth.config import Config, Resolved
+    from tether.auth.contexts import Config, Resolved
     from tether.auth.credentials import CredentialInfo
     from tether.auth.oauth import DeviceAuthorization
     from tether.cli.options import Settings
-    from tether.web import HttpOptions
+    from tether.client.http import HttpOptions
 
 app = typer.Typer(
     help="Log in to a gateway, show or remove the stored credential, print the token.",
@@ -39,7 +39,7 @@ def _note(text: str) -> None:
 
 def _http(settings: Settings) -> HttpOptions:
     """The global --connect-timeout, --ca-cert and --insecure, for the token endpoints."""
-    from tether.web import HttpOptions
+    from tether.client.http import HttpOptions
 
     if settings.insecure:
         _note("warning: TLS certificate verification is OFF (--insecure); "
@@ -49,7 +49,7 @@ def _http(settings: Settings) -> HttpOptions:
 
 
 def _resolve(ctx: typer.Context) -> tuple[Resolved, Config]:
-    from tether.auth.config import load_config, resolve_gateway
+    from tether.auth.contexts import load_config, resolve_gateway
 
     config = load_config()
     return resolve_gateway(_settings(ctx).gateway, config=config), config
@@ -102,7 +102,7 @@ def _print_info(info: CredentialInfo, settings: Settings, extra: dict[str, Any])
 
 def _show_device(device: DeviceAuthorization, gateway: str, settings: Settings) -> None:
     if settings.json:
-        from tether.cli.render import emit_line, render_event
+        from tether.cli.output.render import emit_line, render_event
 
         emit_line(render_event(
             "device-code", gateway=gateway, user_code=device.user_code,
@@ -119,7 +119,7 @@ def _show_device(device: DeviceAuthorization, gateway: str, settings: Settings) 
 
 
 def _remember(config: Config, gateway: str, *, name: str | None, make_current: bool) -> str:
-    from tether.auth.config import Context, context_name_for, save_config
+    from tether.auth.contexts import Context, context_name_for, save_config
 
     existing = config.context_for(gateway)
     if existing is not None and name in (None, existing.name):
@@ -147,7 +147,7 @@ def login(
     ] = None,
 ) -> None:
     """Log in with the device flow: approve the code shown, in a browser or by an Admin."""
-    from tether.auth.config import load_config, normalize_gateway_url, resolve_gateway
+    from tether.auth.contexts import load_config, normalize_gateway_url, resolve_gateway
     from tether.auth.credentials import KeyringCredential, endpoints_for
     from tether.auth.oauth import poll_device_token, start_device_flow
     from tether.auth.refresh import gateway_lock

@@ -24,8 +24,8 @@ from tether.errors import Code, Failure, TetherError
 
 if TYPE_CHECKING:
     from tether.auth.credentials import Credential
-    from tether.ws.dial import Connection, DialOptions, ParamValue
-    from tether.ws.supervisor import Attempt
+    from tether.client.dial import Connection, DialOptions, ParamValue
+    from tether.client.supervisor import Attempt
 
 T = TypeVar("T")
 Params = Mapping[str, "ParamValue"]
@@ -51,10 +51,10 @@ def open_link(ctx: typer.Context) -> Link:
 
     Raises TetherError: not-configured, invalid-url, no-credentials, keyring-unavailable.
     """
-    from tether.auth.config import resolve_gateway
+    from tether.auth.contexts import resolve_gateway
     from tether.auth.credentials import resolve_credential
-    from tether.web import HttpOptions
-    from tether.ws.dial import DialOptions
+    from tether.client.dial import DialOptions
+    from tether.client.http import HttpOptions
 
     s = settings(ctx)
     gateway = resolve_gateway(s.gateway).gateway
@@ -85,7 +85,7 @@ def worded_for(link: Link) -> Iterator[None]:
 
 def dial_once(link: Link, command: str, params: Params, reporter: StatusReporter) -> Connection:
     """One dial of ``command``; raises TetherError with the classified failure."""
-    from tether.ws.dial import dial
+    from tether.client.dial import dial
 
     with worded_for(link):
         return dial(link.gateway, command, params, link.credential, link.options,
@@ -100,8 +100,8 @@ def supervise(link: Link, command: str, params: Callable[[Attempt], Params],
     ``params(attempt)`` builds the query of each dial (logs resume with ``after=``).
     Returns the handler's result; raises TetherError with the final failure.
     """
-    from tether.ws.retry import RetryPolicy
-    from tether.ws.supervisor import Supervisor
+    from tether.client.retry import RetryPolicy
+    from tether.client.supervisor import Supervisor
 
     report = reporter or StatusReporter(link.settings)
     supervisor = Supervisor(lambda attempt: dial_once(link, command, params(attempt), report),
@@ -120,7 +120,7 @@ class StatusReporter:
 
     On a terminal a retry is one live line counting down to the next dial; when
     stderr is not a terminal each event is one plain line; with ``--output json``
-    each is one JSON object. Implements :class:`tether.ws.supervisor.Reporter`.
+    each is one JSON object. Implements :class:`tether.client.supervisor.Reporter`.
     """
 
     def __init__(self, settings: Settings, *, live: bool | None = None) -> None:
@@ -136,7 +136,7 @@ class StatusReporter:
 
         In text the hint of each kind of failure is shown once, above the countdown.
         """
-        from tether.cli.render import clean, emit_line, render_retry
+        from tether.cli.output.render import clean, emit_line, render_retry
 
         self.clear()
         if self._json:
@@ -167,7 +167,7 @@ class StatusReporter:
 
     def reconnected(self, attempt: int) -> None:
         """The session is back."""
-        from tether.cli.render import emit_line, render_event
+        from tether.cli.output.render import emit_line, render_event
 
         self.clear()
         if self._json:
@@ -177,7 +177,7 @@ class StatusReporter:
 
     def refreshing(self, failure: Failure) -> None:
         """The token is being renewed because of ``failure``."""
-        from tether.cli.render import emit_line, render_event
+        from tether.cli.output.render import emit_line, render_event
 
         self.clear()
         if self._json:
@@ -187,7 +187,7 @@ class StatusReporter:
 
     def warning(self, text: str) -> None:
         """Something the user should know that does not stop the command."""
-        from tether.cli.render import clean, emit_line, render_event
+        from tether.cli.output.render import clean, emit_line, render_event
 
         self.clear()
         if self._json:

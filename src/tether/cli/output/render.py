@@ -109,7 +109,7 @@ def _details(failure: Failure) -> list[str]:
     if failure.http_status is not None:
         parts.append(f"HTTP {failure.http_status}")
     if failure.close_code is not None:
-        from tether.ws.protocol import close_code_name
+        from tether.protocol import close_code_name
 
         parts.append(f"close {close_code_name(failure.close_code)}")
     if failure.attempts is not None:
@@ -122,7 +122,7 @@ def _details(failure: Failure) -> list[str]:
 
 def _peer_said(failure: Failure) -> str | None:
     """What the gateway said, when the message does not already contain it."""
-    from tether.ws.protocol import parse_close_reason
+    from tether.protocol import parse_close_reason
 
     for raw in (failure.problem_detail, failure.close_reason):
         if not raw or not raw.strip():

@@ -1,7 +1,7 @@
 """The completion scripts in ``completions/``, generated from the command tree.
 
-    python -m tether.cli.completion --write   # regenerate completions/
-    python -m tether.cli.completion --check   # exit 1 when a committed script drifted
+    python -m tether.cli.commands.completion --write   # regenerate completions/
+    python -m tether.cli.commands.completion --check   # exit 1 when a committed script drifted
 
 The tree (commands, subcommands, options, which options take a value, choices,
 files, SERVICE arguments) is read from the Click command that Typer builds, so
@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 SCRIPTS = {"bash": "tether.bash", "zsh": "_tether", "fish": "tether.fish"}
-GENERATED = "Generated from the command tree by `python -m tether.cli.completion --write`; " \
-            "do not edit."
+GENERATED = ("Generated from the command tree by "
+             "`python -m tether.cli.commands.completion --write`; do not edit.")
 _HELP_LIMIT = 70
 _FILE_METAVARS = frozenset({"FILE", "PATH"})
 _DIR_METAVARS = frozenset({"DIR", "DIRECTORY"})
@@ -585,7 +585,7 @@ def render_all(tree: Tree | None = None) -> dict[str, str]:
 
 def default_directory() -> Path:
     """``completions/`` of the source checkout this module lives in."""
-    return Path(__file__).resolve().parents[3] / "completions"
+    return Path(__file__).resolve().parents[4] / "completions"
 
 
 def drifted(directory: Path) -> list[str]:
@@ -602,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     """``--write`` regenerates the scripts; ``--check`` exits 1 when they drifted."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m tether.cli.completion",
+    parser = argparse.ArgumentParser(prog="python -m tether.cli.commands.completion",
                                      description="Generate or check completions/.")
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--write", action="store_true", help="write the scripts")
@@ -618,6 +618,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     stale = drifted(directory)
     for name in stale:
-        print(f"{directory / name} is out of date: run python -m tether.cli.completion --write",
-              file=sys.stderr)
+        print(f"{directory / name} is out of date: run "
+              "python -m tether.cli.commands.completion --write", file=sys.stderr)
     return 1 if stale else 0

@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     import socket
 
     from tether.auth.credentials import Credential, CredentialInfo
-    from tether.cli.health import Health
-    from tether.ws.dial import DialOptions
+    from tether.client.dial import DialOptions
+    from tether.client.health import Health
 
 COMMANDS = ("logs", "shell", "port-forward")
 #: The port a port-forward probe asks for (only dialed when no shell probe passed).
@@ -88,7 +88,7 @@ class _Anonymous:
 
 
 def _sentence(text: str) -> str:
-    from tether.cli.render import clean
+    from tether.cli.output.render import clean
 
     text = clean(text, limit=500).strip()
     return text[:1].upper() + text[1:] if text else text
@@ -167,19 +167,19 @@ class Doctor:
     # --- helpers ---------------------------------------------------------------------
 
     def _options(self) -> DialOptions:
-        from tether.ws.dial import DialOptions
+        from tether.client.dial import DialOptions
 
         return DialOptions(connect_timeout=self.s.connect_timeout, ca_cert=self.s.ca_cert,
                            insecure=self.s.insecure, keepalive_interval=0.0,
                            keepalive_timeout=0.0)
 
     def _url(self) -> str:
-        from tether.ws.dial import request_url
+        from tether.client.dial import request_url
 
         return request_url(self.gateway, "", {})
 
     def _classified(self, exc: BaseException, url: str | None = None) -> TetherError:
-        from tether.ws.classify import classify_exception
+        from tether.classify.core import classify_exception
 
         failure = classify_exception(exc, phase=Phase.CONNECT, url=url or self._url(),
                                      gateway=self.gateway, now=time.time())
@@ -187,7 +187,7 @@ class Doctor:
 
     def _dial(self, command: str, credential: Any) -> Failure | None:
         """Dial ``command`` on the probe service and close at once; None when upgraded."""
-        from tether.ws.dial import dial
+        from tether.client.dial import dial
 
         params: dict[str, str | int] = {"service": self.service}
         if command == "logs":
@@ -211,8 +211,8 @@ class Doctor:
         """The gateway URL resolves, and where it came from."""
         from urllib.parse import urlsplit
 
-        from tether.auth.config import resolve_gateway
-        from tether.ws.dial import request_url
+        from tether.auth.contexts import resolve_gateway
+        from tether.client.dial import request_url
 
         resolved = resolve_gateway(self.gateway_flag)
         self.gateway = resolved.gateway
@@ -224,7 +224,7 @@ class Doctor:
 
     def check_dns(self) -> str:
         """The gateway's host name (or the proxy's) resolves."""
-        from tether.ws import dial as d
+        from tether.client import dial as d
 
         self.proxy = d.proxy_for(self.scheme, self.host)
         host, port = (self.proxy.host, self.proxy.port) if self.proxy else (self.host, self.port)
@@ -242,7 +242,7 @@ class Doctor:
 
     def check_tcp(self) -> str:
         """A TCP connection to the gateway (through the proxy when one applies)."""
-        from tether.ws import dial as d
+        from tether.client import dial as d
 
         deadline = d.Deadline(self.s.connect_timeout)
         started = time.monotonic()
@@ -266,7 +266,7 @@ class Doctor:
         """The TLS handshake, with the certificate verified as the dialer verifies it."""
         import os
 
-        from tether.ws import dial as d
+        from tether.client import dial as d
 
         sock, self.sock = self.sock, None
         if sock is None:
@@ -295,8 +295,8 @@ class Doctor:
 
     def check_gateway(self) -> str:
         """``GET /v1/health`` answers with the health of a tether gateway."""
-        from tether.cli.health import fetch_health
-        from tether.cli.render import clean
+        from tether.cli.output.render import clean
+        from tether.client.health import fetch_health
 
         health = fetch_health(self.gateway, timeout=self.s.connect_timeout,
                               ca_cert=self.s.ca_cert, insecure=self.s.insecure)
@@ -319,7 +319,7 @@ class Doctor:
 
     def check_handshake(self) -> str:
         """``/v1/logs`` answers a WebSocket upgrade the way a tether gateway does."""
-        from tether.ws.protocol import ENDPOINTS
+        from tether.protocol import ENDPOINTS
 
         outcome = self._dial("logs", _Anonymous())
         path = ENDPOINTS["logs"]
@@ -332,7 +332,7 @@ class Doctor:
     def check_credential(self) -> str:
         """The credential loads, has not expired, and the gateway accepts it."""
         from tether.auth.credentials import resolve_credential
-        from tether.web import HttpOptions
+        from tether.client.http import HttpOptions
 
         http = HttpOptions(timeout=self.s.connect_timeout, ca_cert=self.s.ca_cert,
                            insecure=self.s.insecure)
@@ -360,7 +360,7 @@ class Doctor:
 
     def check_role(self, command: str) -> str:
         """Whether the credential's role may use ``command``."""
-        from tether.ws.protocol import MINIMUM_ROLES, ROLES, role_allows
+        from tether.protocol import MINIMUM_ROLES, ROLES, role_allows
 
         info = self.info
         if info is None:
@@ -389,7 +389,7 @@ class Doctor:
         A command needing no more than one already dialed with success is not
         dialed again (a port-forward probe could be refused for its port alone).
         """
-        from tether.ws.protocol import MINIMUM_ROLES, ROLES
+        from tether.protocol import MINIMUM_ROLES, ROLES
 
         rank = ROLES.index(needed)
         for other in self.allowed:
@@ -406,8 +406,8 @@ class Doctor:
 
 def _describe(info: CredentialInfo) -> str:
     """``JWT from TETHER_TOKEN: subject X, role Y, expires in 4 min, never refreshed``."""
-    from tether.cli.auth import relative
-    from tether.cli.render import clean
+    from tether.cli.commands.auth import relative
+    from tether.cli.output.render import clean
 
     kind = {"api-token": "API token", "jwt": "JWT"}.get(info.kind, "opaque token")
     source = "TETHER_TOKEN" if info.source == "environment" else f"the {info.source}"
@@ -433,7 +433,7 @@ def print_check(check: Check) -> None:
     """One line per check (and the hint of a failure under it), on stdout."""
     from rich.text import Text
 
-    from tether.cli.render import clean, get_stdout_console
+    from tether.cli.output.render import clean, get_stdout_console
 
     mark, style = _MARKS[check.state]
     line = Text(f"{mark} ", style=style)
@@ -466,7 +466,7 @@ def doctor_command(ctx: typer.Context) -> None:
     if s.json:
         import json
 
-        from tether.cli.render import sanitize
+        from tether.cli.output.render import sanitize
 
         data = {"checks": [c.as_dict() for c in checks], "ok": not failed}
         typer.echo(json.dumps(sanitize(data), ensure_ascii=False, separators=(",", ":")))

@@ -128,7 +128,7 @@ def request(url: str, http: HttpOptions, *, form: Mapping[str, str] | None = Non
             exc.close()
         return Response(exc.code, _lower((exc.headers or {}).items()), body)
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        from tether.ws.classify import classify_exception
+        from tether.classify.core import classify_exception
 
         reason = exc.reason if isinstance(exc, urllib.error.URLError) and isinstance(
             exc.reason, BaseException) else exc

@@ -25,10 +25,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tether.cli.keys import ESCAPE_HELP, Action, EscapeScanner, PasteJoiner
+from tether.client.dial import Closed, Connection
 from tether.errors import Code, Failure, Phase, TetherError
-from tether.ws.dial import Closed, Connection
-from tether.ws.protocol import (
+from tether.protocol import (
     Eof,
     Exit,
     ProtocolViolation,
@@ -38,6 +37,7 @@ from tether.ws.protocol import (
     decode_control,
     encode_control,
 )
+from tether.session.keys import ESCAPE_HELP, Action, EscapeScanner, PasteJoiner
 
 READ_SIZE = 64 * 1024  # one stdin read, and so at most one stdin frame
 BATCH = 256 * 1024  # output joined into one write at most

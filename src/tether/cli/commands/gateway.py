@@ -56,7 +56,7 @@ def _services(state_dir: Path | None) -> tuple[TokenService, OAuth]:
 
 
 def _check_role(role: str) -> str:
-    from tether.ws.protocol import ROLES
+    from tether.protocol import ROLES
 
     if role not in ROLES:
         raise _fail(f"unknown role {role!r}: expected one of {', '.join(ROLES)}", 64)

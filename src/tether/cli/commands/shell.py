@@ -3,7 +3,7 @@
 Like ``ssh`` and ``kubectl exec -it``: with a terminal on stdin and stdout the
 remote side gets a pseudo-terminal sized to the local one; otherwise stdin,
 stdout and stderr are piped, byte for byte, and kept apart. The exit status is
-the remote command's. The work is in :mod:`tether.cli.shell_session`.
+the remote command's. The work is in :mod:`tether.session.shell`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from tether.cli.completion import complete_services
+from tether.cli.commands.completion import complete_services
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 
@@ -47,8 +47,8 @@ def shell(  # noqa: PLR0917 - one parameter per option, as Typer wants
     tether fails with the reason. The exit status is the remote command's.
     """
     from tether.cli import terminal
-    from tether.cli.connect import open_link
-    from tether.cli.shell_session import ShellRequest, run_shell
+    from tether.session.link import open_link
+    from tether.session.shell import ShellRequest, run_shell
 
     if tty and no_tty:
         raise typer.BadParameter("give --tty or --no-tty, not both", param_hint="'-t' / '-T'")

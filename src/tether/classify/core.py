@@ -13,7 +13,7 @@ Failure with a sensible code. Peer text (problem details, close reasons,
 header values) is passed through :func:`~tether.text.strip_control` and cut to
 a bounded length before it is stored; URLs are redacted. The parsers of
 problem bodies, ``WWW-Authenticate`` and ``Retry-After`` live in
-:mod:`tether.ws.httpparse` and are re-exported here.
+:mod:`tether.classify.httpparse` and are re-exported here.
 
 HTTP statuses (handshake phase)::
 
@@ -114,10 +114,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from tether.errors import CATALOG, Code, Failure, Phase, TetherError
-from tether.text import redact_url
-from tether.ws import protocol
-from tether.ws.httpparse import (
+from tether import protocol
+from tether.classify.httpparse import (
     FIELD_LIMIT,
     MAX_BODY,
     MAX_HEADER_VALUE,
@@ -134,6 +132,8 @@ from tether.ws.httpparse import (
     parse_www_authenticate,
     safe_str,
 )
+from tether.errors import CATALOG, Code, Failure, Phase, TetherError
+from tether.text import redact_url
 
 __all__ = [
     "EXCEPTION_TABLE",

@@ -3,7 +3,7 @@
 Two ways in, one source of names:
 
 - the committed scripts in ``completions/`` (bash, zsh, fish), generated from
-  the command tree by ``python -m tether.cli.completion --write`` (``--check``
+  the command tree by ``python -m tether.cli.commands.completion --write`` (``--check``
   fails when they drift), call the hidden ``tether completion services`` for a
   SERVICE argument;
 - Typer's own completion (``tether --install-completion``) calls
@@ -41,7 +41,7 @@ app = typer.Typer(help="Helpers for the shell completion scripts.", hidden=True,
 
 
 def _cache_file(gateway: str) -> Path:
-    from tether.auth.config import state_dir
+    from tether.auth.contexts import state_dir
 
     digest = hashlib.sha256(gateway.encode()).hexdigest()[:16]
     return state_dir() / "completion" / f"services-{digest}.json"
@@ -82,8 +82,8 @@ def service_names(gateway_flag: str | None = None, *, ca_cert: str | None = None
                   insecure: bool = False, budget: float = FETCH_BUDGET) -> list[str]:
     """The gateway's service names, cached; an empty list on any failure, never an error."""
     try:
-        from tether.auth.config import resolve_gateway
-        from tether.cli.health import fetch_health
+        from tether.auth.contexts import resolve_gateway
+        from tether.client.health import fetch_health
         from tether.errors import TetherError
 
         gateway = resolve_gateway(gateway_flag).gateway
@@ -136,6 +136,6 @@ def services_command(
 
 
 if __name__ == "__main__":
-    from tether.cli.completion_scripts import main
+    from tether.cli.commands.completion_scripts import main
 
     raise SystemExit(main())

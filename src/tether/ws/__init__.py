@@ -1,1 +1,0 @@
-"""Talking WebSocket: classify, protocol, dial, retry, supervise. No Typer, no Rich."""
