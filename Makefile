@@ -18,10 +18,10 @@ demo: $(VENV)/.installed
 	$(BIN)/tether demo
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench tools
 
 typecheck: $(VENV)/.installed
-	$(BIN)/mypy --strict src
+	$(BIN)/mypy --strict src tools
 
 unit: $(VENV)/.installed
 	$(BIN)/pytest tests/unit

@@ -1,5 +1,5 @@
 # bash completion for tether
-# Generated from the command tree by `python -m tether.cli.commands.completion --write`; do not edit.
+# Generated from the command tree by `python -m tools.completions --write`; do not edit.
 
 __tether_commands() {  # subcommands of command $1
     case $1 in

@@ -1,5 +1,5 @@
 # fish completion for tether
-# Generated from the command tree by `python -m tether.cli.commands.completion --write`; do not edit.
+# Generated from the command tree by `python -m tools.completions --write`; do not edit.
 
 function __tether_commands --description 'Subcommands of a tether command'
     switch $argv[1]

@@ -147,6 +147,13 @@ NOT_COVERED: dict[Code, str] = {
     Code.NETWORK_UNREACHABLE: "needs a route-less non-loopback address (ENETUNREACH); tests use "
                               "loopback only, so the classifier's unit tests cover it",
     Code.INTERNAL_ERROR: "only a bug in tether produces it; no real fault should",
+    Code.SESSION_EXPIRED: "needs a tether.v2 session detached past the gateway's grace period; "
+                          "tests/integration/test_gateway_resume.py ends one for real",
+    Code.RESUME_LOST: "needs a tether.v2 resume asking for bytes older than the replay buffer; "
+                      "tests/integration/test_gateway_resume.py produces it for real",
+    Code.STATE_UNAVAILABLE: "needs the gateways' PostgreSQL stopped or locked mid-run; "
+                            "tests/integration/test_gateways_shared.py does that to a real "
+                            "cluster and checks the 503, the code and exit 69",
 }
 
 

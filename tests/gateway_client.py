@@ -1,7 +1,7 @@
 """An independent wire client for checking the gateway: websockets' sync client and http.client.
 
 It is deliberately not tether's own client, so gateway tests check the wire
-contract (PROTOCOL.md) rather than one implementation against itself.
+contract (docs/protocol.md) rather than one implementation against itself.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ answer, upgrade then go silent, send a close frame, drop without one, answer
 101 without a subprotocol, trickle bytes, announce a longer body than they send.
 The server counts connections, records requests, stops itself after
 ``lifetime`` seconds, and runs only daemon threads, all stopped by ``stop()``.
-:class:`ConnectProxy` is a tiny HTTP CONNECT proxy for loopback targets.
+:class:`ConnectProxy` is a tiny HTTP proxy (CONNECT, and plain requests in
+absolute form) for loopback targets.
 """
 
 from __future__ import annotations
@@ -412,9 +413,10 @@ def sink(limit: int = 1_000_000) -> Step:
 
 
 class ConnectProxy:
-    """An HTTP CONNECT proxy on 127.0.0.1:0 for loopback targets; ``refuse`` answers that
-    status instead of tunnelling; ``route_to`` sends every tunnel to that loopback port, so
-    that a made-up gateway name can be tested through it."""
+    """An HTTP proxy on 127.0.0.1:0 for loopback targets: CONNECT tunnels, and requests in
+    absolute form (``GET http://host/path``) forwarded; ``refuse`` answers that status
+    instead; ``route_to`` sends everything to that loopback port, so that a made-up gateway
+    name can be tested through it."""
 
     def __init__(self, refuse: int | None = None, lifetime: float = 20.0,
                  route_to: int | None = None) -> None:
@@ -430,6 +432,11 @@ class ConnectProxy:
     def uses(self) -> int:
         return self._server.dials
 
+    @property
+    def requests(self) -> list[Request]:
+        """What clients asked of the proxy, in order (CONNECT or absolute-form requests)."""
+        return self._server.requests
+
     def __enter__(self) -> ConnectProxy:
         self._server.start()
         return self
@@ -444,7 +451,12 @@ class ConnectProxy:
             peer.respond(self.refuse, [("Proxy-Authenticate", 'Basic realm="p"')]
                          if self.refuse == 407 else [])
             return
-        host, _, port = request.target.rpartition(":")
+        forward = request.method != "CONNECT"
+        target = urlsplit(request.target) if forward else None
+        if target is not None:
+            host, port = target.hostname or "", str(target.port or 80)
+        else:
+            host, _, port = request.target.rpartition(":")
         if self.route_to is not None:
             host, port = "127.0.0.1", str(self.route_to)
         if host.strip("[]") not in ("127.0.0.1", "::1", "localhost"):
@@ -452,7 +464,14 @@ class ConnectProxy:
             return
         upstream = socket.create_connection((host.strip("[]"), int(port)), timeout=5)
         self._server._sockets.append(upstream)
-        peer.send(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        if target is None:
+            peer.send(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        else:  # the request again, in origin form, without the proxy's own headers
+            path = target.path + (f"?{target.query}" if target.query else "")
+            lines = [f"{request.method} {path or '/'} HTTP/1.1"]
+            lines += [f"{name}: {value}" for name, value in request.headers.items()
+                      if not name.startswith("proxy-")]
+            upstream.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         _pipe(peer.sock, upstream, peer._buf, self._server.stopped)
 
 

@@ -84,12 +84,15 @@ class Code(enum.StrEnum):
     RATE_LIMITED = "rate-limited"
     GATEWAY_ERROR = "gateway-error"
     GATEWAY_UNAVAILABLE = "gateway-unavailable"
+    STATE_UNAVAILABLE = "state-unavailable"
     BACKEND_UNAVAILABLE = "backend-unavailable"
     AGENT_TIMEOUT = "agent-timeout"
     GATEWAY_RESTARTING = "gateway-restarting"
     OVERLOADED = "overloaded"
     CONNECTION_LOST = "connection-lost"
     KEEPALIVE_TIMEOUT = "keepalive-timeout"
+    SESSION_EXPIRED = "session-expired"
+    RESUME_LOST = "resume-lost"
     TARGET_UNREACHABLE = "target-unreachable"
     MESSAGE_TOO_BIG = "message-too-big"
     PROTOCOL_ERROR = "protocol-error"
@@ -203,6 +206,12 @@ CATALOG: dict[Code, Entry] = {
         "Gateway unavailable", (_P.HANDSHAKE,), "503: the gateway is at capacity or in maintenance",
         "Wait and try again; the gateway is at capacity or in maintenance.",
         _R.BACKOFF, _X.UNAVAILABLE),
+    Code.STATE_UNAVAILABLE: Entry(
+        "Gateway state unavailable", (_P.HANDSHAKE,),
+        "503 state-unavailable: the gateway cannot reach its state database, or it is too slow",
+        "Nothing to do: tether retries. If it persists, the gateway's operators should check "
+        "its state database (`tether gateway serve --state`).",
+        _R.BACKOFF, _X.UNAVAILABLE),
     Code.BACKEND_UNAVAILABLE: Entry(
         "Backend unavailable", (_P.HANDSHAKE, _P.SESSION),
         "502, 504 or close 1011: the cluster, agent or host behind the service is not answering",
@@ -234,6 +243,20 @@ CATALOG: dict[Code, Entry] = {
         "The network path stopped carrying data; tether reconnects. "
         "--keepalive-timeout sets the limit.",
         _R.BACKOFF, _X.UNAVAILABLE),
+    Code.SESSION_EXPIRED: Entry(
+        "Session expired", (_P.SESSION,),
+        "close 4410 on a resume: the gateway no longer has the session (its grace period "
+        "ended, it was ended, or the gateway restarted); the remote state is lost",
+        "The remote shell and what ran in it are gone; tether opens a new one. If cuts last "
+        "longer, the gateway's operators can raise [gateway] resume_grace.",
+        _R.BACKOFF, _X.UNAVAILABLE),
+    Code.RESUME_LOST: Entry(
+        "Output lost", (_P.SESSION,),
+        "close 4416 on a resume: while detached, more output came than the gateway's replay "
+        "buffer holds; the reason says how many bytes were lost",
+        "The session was ended rather than shown with a gap. The gateway's operators can raise "
+        "[gateway] resume_buffer; redirect large output to a file.",
+        _R.NEVER, _X.DATA),
     Code.TARGET_UNREACHABLE: Entry(
         "Target port unreachable", (_P.SESSION,),
         "port-forward: the gateway could not connect to the service's port "

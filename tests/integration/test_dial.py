@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import socket
 import ssl
@@ -324,6 +325,15 @@ def test_insecure_connects_and_warns_every_time(server_of: Any, ca: trustme.CA) 
     assert len(warnings) == 2
     assert "verification is disabled" in warnings[0]
     assert TOKEN not in warnings[0]
+
+
+def test_insecure_warns_on_the_client_logger_without_warn(server_of: Any, ca: trustme.CA,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    server = tls_server(server_of, ca, "other.example", upgrade_then(echo()))
+    caplog.set_level(logging.WARNING, logger="tether.client")
+    go(server, options=DialOptions(insecure=True, keepalive_interval=0)).close()
+    assert [r.name for r in caplog.records] == ["tether.client"]
+    assert "verification is disabled" in caplog.records[0].getMessage()
 
 
 # --- proxies ----------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Every close of PROTOCOL.md section 3, produced for real and read off the wire."""
+"""Every close of docs/protocol.md section 3, produced for real and read off the wire."""
 
 from __future__ import annotations
 

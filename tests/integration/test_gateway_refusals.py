@@ -1,4 +1,4 @@
-"""Every refusal of PROTOCOL.md section 2, produced for real and read off the wire."""
+"""Every refusal of docs/protocol.md section 2, produced for real and read off the wire."""
 
 from __future__ import annotations
 

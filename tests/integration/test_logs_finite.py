@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.cli import assert_no_secrets, json_events
-from tether.cli.app import app, hoist_global_options, run_app
+from tether.cli.app import app
+from tether.cli.boundary import run_app
+from tether.cli.options import hoist_global_options
 from tether.gateway.runner import RunningGateway
 
 pytestmark = pytest.mark.timeout(30)

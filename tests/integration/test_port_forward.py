@@ -21,20 +21,14 @@ import pytest
 from tests.servers import echo, free_port, tcp_server
 from tether.auth.credentials import Credential, EnvCredential, KeyringCredential
 from tether.cli.options import Settings
+from tether.cli.output.reporters import ForwardReporter
 from tether.client.dial import DialOptions, dial
 from tether.errors import Code, TetherError
 from tether.gateway.config import RateLimit
 from tether.gateway.runner import RunningGateway
-from tether.session.forward import (
-    BindAddress,
-    Forwarder,
-    ForwardReporter,
-    Listener,
-    Route,
-    bind_listeners,
-    probe_close,
-)
-from tether.session.link import Link
+from tether.session.forward import Forwarder, probe_close
+from tether.session.link import REJECTED_ENV_HINT, Link
+from tether.session.listeners import BindAddress, Listener, Route, bind_listeners
 
 OPTIONS = DialOptions(connect_timeout=5.0, keepalive_interval=0, keepalive_timeout=0)
 MB = 1 << 20
@@ -69,7 +63,7 @@ def forwarding(gateway_url: str, credential: Credential, remote: int, *,
                options: DialOptions = OPTIONS) -> Iterator[Running]:
     """Bind ``:remote`` on 127.0.0.1, probe once, and serve in a thread until the block ends."""
     settings = settings or Settings(retry_for=5.0)
-    link = Link(settings, gateway_url, credential, options)
+    link = Link(gateway_url, credential, options, retry_for=settings.retry_for)
     route = Route("api", remote)
     listeners = bind_listeners([(0, route)], [BindAddress("127.0.0.1")])
     with dial(gateway_url, "port-forward", route.params(), credential, options) as conn:
@@ -241,6 +235,8 @@ def test_gateway_restart_fails_open_connections_and_later_ones_work(
 
 def test_revoked_api_token_stops_the_forward_at_the_next_dial(
         gateway: RunningGateway, echo_server: int) -> None:
+    """A TETHER_TOKEN rejected after the forward served: exit 77 with the make-a-new-token
+    hint that logs and shell give, and the listener closed."""
     token = gateway.create_api_token("Deployer", name="ci")
     credential = EnvCredential(gateway.url, token)
     with forwarding(gateway.url, credential, echo_server) as running:
@@ -253,6 +249,7 @@ def test_revoked_api_token_stops_the_forward_at_the_next_dial(
         [error] = running.errors
         assert isinstance(error, TetherError) and error.failure.code is Code.UNAUTHORIZED
         assert error.failure.exit_code == 77
+        assert error.failure.hint == REJECTED_ENV_HINT
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", running.port), timeout=2).close()
 
@@ -304,8 +301,8 @@ def test_hundred_connections_rejected_at_once_share_one_refresh(
     with forwarding(gw.url, good, echo_server) as running:
         credential = _login_with_rejected_access_token(gw)
         assert _refresh_tokens_issued(gw) == 1
-        running.forwarder.link = Link(running.forwarder.link.settings, gw.url, credential,
-                                      OPTIONS)
+        running.forwarder.link = Link(gw.url, credential, OPTIONS,
+                                      retry_for=running.forwarder.link.retry_for)
         payloads = [os.urandom(64 * 1024) for _ in range(100)]
         with ThreadPoolExecutor(max_workers=100) as pool:
             answers = list(pool.map(lambda p: exchange(running.port, p), payloads))

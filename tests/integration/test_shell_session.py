@@ -11,7 +11,7 @@ import pytest
 from tether.auth.credentials import resolve_credential
 from tether.client.dial import Connection, DialOptions, dial
 from tether.gateway.runner import RunningGateway
-from tether.session.shell_io import InputPump, ScreenModes, receive, write_all
+from tether.session.shell_streams import InputPump, ScreenModes, receive, write_all
 
 pytestmark = pytest.mark.timeout(20)
 

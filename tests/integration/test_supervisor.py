@@ -139,7 +139,7 @@ class FlakyRefreshJWT(CountingJWT):
             self.failed = True
             import socket
 
-            from tether.classify.core import classify_exception
+            from tether.classify import classify_exception
 
             with socket.socket() as probe:
                 probe.bind(("127.0.0.1", 0))

@@ -7,6 +7,8 @@ import inspect
 import json
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from email.utils import formatdate
@@ -17,19 +19,22 @@ import trustme
 import websocket
 from websocket import _exceptions as ws_exceptions
 
-from tether.classify.core import (
-    EXCEPTION_TABLE,
+from tether.classify import (
     MAX_BODY,
     MAX_RETRY_AFTER,
     Challenge,
     Problem,
+    classified,
     classify_close,
     classify_exception,
     classify_handshake,
+    exception_map,
     parse_problem,
     parse_retry_after,
     parse_www_authenticate,
 )
+from tether.classify.status import Situation
+from tether.classify.wording import SITUATION_WORDS
 from tether.errors import Code, Failure, Phase, TetherError
 
 NOW = 1_800_000_000.0
@@ -711,7 +716,7 @@ def test_every_websocket_exception_has_an_explicit_mapping() -> None:
     classes = websocket_exception_classes()
     assert len(classes) >= 8
     for cls in classes:
-        assert f"{cls.__module__}.{cls.__qualname__}" in EXCEPTION_TABLE, cls
+        assert cls in exception_map(), cls
         f = classify_exception(make(cls), url=URL)
         assert f.code is not Code.INTERNAL_ERROR, cls
 
@@ -785,6 +790,68 @@ def test_python_socks_style_errors_by_name() -> None:
     assert classify_exception(names["ProxyError"]("x")).code is Code.PROXY_ERROR
     assert classify_exception(names["ProxyConnectionError"]("x")).code is Code.PROXY_ERROR
     assert classify_exception(names["ProxyTimeoutError"]("x")).code is Code.CONNECT_TIMEOUT
+
+
+def test_exception_map_most_specific_class_wins() -> None:
+    rules = exception_map()
+    assert rules[websocket.WebSocketTimeoutException] is not rules[websocket.WebSocketException]
+    assert rules[ConnectionRefusedError] is not rules[OSError]
+    timeout = classify_exception(websocket.WebSocketTimeoutException("x"), url=URL)
+    assert timeout.code is Code.CONNECT_TIMEOUT
+
+
+def test_import_loads_no_websocket_library_and_the_map_follows_it_in() -> None:
+    script = (
+        "import sys\n"
+        "from tether.classify import classify_exception, exception_map\n"
+        "from tether.errors import Code\n"
+        "assert 'websocket' not in sys.modules\n"
+        "assert classify_exception(ConnectionRefusedError(111, 'x')).code is "
+        "Code.CONNECTION_REFUSED\n"
+        "assert 'websocket' not in sys.modules\n"
+        "assert not any(c.__module__.startswith('websocket') for c in exception_map())\n"
+        "import websocket\n"
+        "assert websocket.WebSocketTimeoutException in exception_map()\n"
+        "assert classify_exception(websocket.WebSocketTimeoutException('x')).code is "
+        "Code.CONNECT_TIMEOUT\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_every_situation_a_code_names_has_its_words() -> None:
+    assert set(SITUATION_WORDS) == set(Situation)
+
+
+# --- the boundary -----------------------------------------------------------------------------
+
+
+def test_classified_raises_the_failure_from_the_exception() -> None:
+    refused = ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+    with pytest.raises(TetherError) as info, classified(phase=Phase.CONNECT, url=URL,
+                                                        request_id="rid-7"):
+        raise refused
+    f = info.value.failure
+    assert (f.code, f.phase, f.request_id, f.cause) == (Code.CONNECTION_REFUSED, Phase.CONNECT,
+                                                        "rid-7", refused)
+    assert info.value.__cause__ is refused
+    assert "SECRET" not in f.message and "SECRET" not in str(info.value)
+
+
+def test_classified_passes_tether_errors_through_with_a_request_id() -> None:
+    own = TetherError(Failure.of(Code.NOT_FOUND, Phase.HANDSHAKE, "Nothing here."))
+    with pytest.raises(TetherError) as info, classified(request_id="rid-8"):
+        raise own
+    assert info.value.failure.code is Code.NOT_FOUND
+    assert info.value.failure.request_id == "rid-8"
+    with pytest.raises(TetherError) as again, classified():
+        raise own
+    assert again.value is own
+
+
+def test_classified_lets_keyboard_interrupt_through() -> None:
+    with pytest.raises(KeyboardInterrupt), classified():
+        raise KeyboardInterrupt
 
 
 # --- chains -----------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tether.classify.core import (
+from tether.classify import (
     classify_close,
     classify_exception,
     classify_handshake,

@@ -14,8 +14,17 @@ import pytest
 import typer
 
 from tether import __version__
-from tether.cli.app import hoist_global_options, run_app
-from tether.cli.options import Output, Settings, settings
+from tether.cli.app import app
+from tether.cli.boundary import run_app
+from tether.cli.options import (
+    GLOBAL_OPTIONS,
+    Output,
+    Settings,
+    hoist_global_options,
+    is_global,
+    render_settings,
+    settings,
+)
 from tether.errors import Code, Failure, Interrupted, Phase, TetherError
 
 TETHER = [sys.executable, "-m", "tether"]
@@ -139,6 +148,39 @@ def test_import_budget(args: list[str]) -> None:
 ])
 def test_hoist_global_options(argv: list[str], expected: list[str]) -> None:
     assert hoist_global_options(argv) == expected
+
+
+@pytest.mark.parametrize(("argv", "env", "expected"), [
+    (["logs", "api"], {}, (Output.TEXT, False)),
+    (["logs", "api", "-ojson", "--verbose"], {}, (Output.JSON, True)),
+    (["logs", "--output=JSON", "api"], {}, (Output.JSON, False)),
+    (["logs", "api", "-o", "text"], {"TETHER_OUTPUT": "json"}, (Output.TEXT, False)),
+    (["logs", "api"], {"TETHER_OUTPUT": "json", "TETHER_VERBOSE": "yes"}, (Output.JSON, True)),
+    (["shell", "api", "--", "ls", "-o", "json", "-v"], {}, (Output.TEXT, False)),
+    (["errors", "-o"], {}, (Output.TEXT, False)),
+])
+def test_render_settings_read_argv_then_environment(
+        argv: list[str], env: dict[str, str], expected: tuple[Output, bool],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("TETHER_OUTPUT", "TETHER_VERBOSE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert render_settings(argv) == expected
+
+
+def test_the_root_options_are_the_table() -> None:
+    root = typer.main.get_command(app)
+    options = {p.opts[0]: p for p in root.params if p.param_type_name == "option"}
+    for option in GLOBAL_OPTIONS:
+        param = options[option.name]
+        assert (param.envvar, param.default) == (option.envvar, option.default)
+        assert tuple(param.opts) == option.spellings
+        assert is_global(option.name) is option.anywhere
+        if option.anywhere:
+            assert getattr(Settings(), option.dest) == option.default
+            assert hoist_global_options(["errors", option.name, "x"])[0] == option.name
+    assert not is_global("--version") and not is_global("--help") and is_global("-o")
 
 
 # --- the error boundary, in process ---------------------------------------------------------

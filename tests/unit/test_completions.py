@@ -25,7 +25,7 @@ import typer
 from tests.cli import assert_no_secrets, run_tether, tether_env
 from tests.hostile import HostileServer, mute
 from tether.cli.app import app
-from tether.cli.commands import completion_scripts as scripts
+from tools import completions as scripts
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPLETIONS = ROOT / "completions"
@@ -61,23 +61,23 @@ def _visible_tree() -> list[tuple[tuple[str, ...], list[str]]]:
 def test_committed_scripts_equal_what_the_generator_makes_now() -> None:
     assert scripts.default_directory() == COMPLETIONS
     assert scripts.drifted(COMPLETIONS) == [], (
-        "completions/ is out of date: run python -m tether.cli.commands.completion --write")
-    proc = subprocess.run([sys.executable, "-m", "tether.cli.commands.completion", "--check"],
+        "completions/ is out of date: run python -m tools.completions --write")
+    proc = subprocess.run([sys.executable, "-m", "tools.completions", "--check"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
 
 
 def test_check_fails_when_a_script_drifts(tmp_path: Path) -> None:
-    base = [sys.executable, "-m", "tether.cli.commands.completion"]
-    run = subprocess.run([*base, "--write", "--dir", str(tmp_path)], capture_output=True,
-                         text=True, timeout=60, check=False)
+    base = [sys.executable, "-m", "tools.completions"]
+    run = subprocess.run([*base, "--write", "--dir", str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60, check=False)
     assert run.returncode == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["_tether", "tether.bash",
                                                           "tether.fish"]
     bash = tmp_path / "tether.bash"
     bash.write_text(bash.read_text().replace("'status'", "'statu'"))
-    check = subprocess.run([*base, "--check", "--dir", str(tmp_path)], capture_output=True,
-                           text=True, timeout=60, check=False)
+    check = subprocess.run([*base, "--check", "--dir", str(tmp_path)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60, check=False)
     assert check.returncode == 1
     assert "tether.bash is out of date" in check.stderr
     assert "_tether" not in check.stderr

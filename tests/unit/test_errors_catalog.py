@@ -7,17 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from tether.cli.commands.errors import (
+from tether.cli.commands.errors import close_matches, normalize_code
+from tether.errors import CATALOG, Code, ExitStatus, Failure, Interrupted, Phase, Retry
+from tools.errors_doc import (
     ERRORS_END,
     ERRORS_START,
     catalog_markdown,
     catalog_table_markdown,
-    close_matches,
     marked_section,
-    normalize_code,
     replace_marked_section,
 )
-from tether.errors import CATALOG, Code, ExitStatus, Failure, Interrupted, Phase, Retry
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,7 +27,7 @@ def assert_marked_table_current(path: Path) -> None:
     section = marked_section(text)
     assert section is not None, f"{path} lacks {ERRORS_START} ... {ERRORS_END}"
     assert section == catalog_table_markdown(), (
-        f"{path} is out of date: run `python -m tether.cli.commands.errors --write`")
+        f"{path} is out of date: run `python -m tools.errors_doc --write`")
 
 
 def test_every_code_has_an_entry_and_nothing_else_does() -> None:
@@ -80,7 +79,7 @@ def test_interrupted_exit_statuses() -> None:
 def test_docs_errors_md_matches_the_catalog() -> None:
     docs = ROOT / "docs" / "errors.md"
     assert docs.read_text(encoding="utf-8") == catalog_markdown(), (
-        "docs/errors.md is out of date: run `python -m tether.cli.commands.errors --write`")
+        "docs/errors.md is out of date: run `python -m tools.errors_doc --write`")
 
 
 def test_catalog_markdown_has_a_section_and_a_row_per_code() -> None:

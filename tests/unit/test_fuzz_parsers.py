@@ -18,7 +18,7 @@ import websocket
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tether.classify.core import (
+from tether.classify import (
     Challenge,
     Problem,
     classify_close,

@@ -11,11 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tether.cli.commands.logs import LogSession, since_time
+from tether.cli.commands.logs import since_time
 from tether.cli.output.logprint import PALETTE, LogPrinter, Style, color_of, use_color, write_all
 from tether.client.supervisor import Attempt
 from tether.protocol import BadRecord, LogDecoder, LogRecord, encode_log_batch
 from tether.session.logframes import FrameDecoder
+from tether.session.logs import LogSession
 
 
 def record(n: int, instance: str = "api-1", message: str | None = None) -> LogRecord:

@@ -8,7 +8,7 @@ import termios
 
 import pytest
 
-from tether.cli import terminal
+from tether.session import terminal
 
 
 @pytest.fixture

@@ -165,7 +165,15 @@ class Challenge:
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-_SPACES = re.compile(r"[ \t]*")
+_MAX_CHALLENGES = 32
+_MAX_PARAMS = 64
+
+
+def _skip(value: str, pos: int, chars: str = " \t,") -> int:
+    """The first position from ``pos`` whose character is not one of ``chars``."""
+    while pos < len(value) and value[pos] in chars:
+        pos += 1
+    return pos
 
 
 def _quoted(value: str, pos: int) -> tuple[str, int]:
@@ -185,6 +193,53 @@ def _quoted(value: str, pos: int) -> tuple[str, int]:
     return "".join(out), i
 
 
+def _token68(value: str, pos: int) -> tuple[str | None, int]:
+    """A token68 after a scheme ending at ``pos`` when it ends the challenge; where to go on."""
+    after_scheme = _skip(value, pos, " \t")
+    if after_scheme == pos:
+        return None, pos
+    found = _TOKEN68.match(value, after_scheme)
+    if found:
+        stop = _skip(value, found.end(), " \t")
+        if stop >= len(value) or value[stop] == ",":
+            return found.group(), stop
+    return None, after_scheme
+
+
+def _param_value(value: str, pos: int) -> tuple[str, int]:
+    """A parameter's value after its ``=``: a quoted-string or a token; and the end of it."""
+    pos = _skip(value, pos, " \t")
+    if pos < len(value) and value[pos] == '"':
+        return _quoted(value, pos)
+    stop = pos
+    while stop < len(value) and value[stop] not in ", \t":
+        stop += 1
+    return value[pos:stop], stop
+
+
+def _params(value: str, pos: int) -> tuple[list[tuple[str, str]], int]:
+    """The ``name=value`` parameters from ``pos``, and where the next challenge's scheme is."""
+    params: list[tuple[str, str]] = []
+    end = len(value)
+    while pos < end and len(params) < _MAX_PARAMS:
+        look = _skip(value, pos)
+        name = _TOKEN.match(value, look)
+        if not name:
+            if look >= end:
+                return params, look
+            nxt = value.find(",", look)  # junk: skip to the next comma
+            if nxt < 0:
+                return params, end
+            pos = nxt
+            continue
+        equals = _skip(value, name.end(), " \t")
+        if equals >= end or value[equals] != "=":
+            return params, pos  # a token without "=": the next challenge's scheme
+        param_value, pos = _param_value(value, equals + 1)
+        params.append((name.group().lower(), param_value))
+    return params, pos
+
+
 def parse_www_authenticate(value: str) -> list[Challenge]:
     """The challenges of a ``WWW-Authenticate`` value (RFC 9110 section 11.6.1).
 
@@ -195,56 +250,17 @@ def parse_www_authenticate(value: str) -> list[Challenge]:
         return []
     value = value[:MAX_HEADER_VALUE]
     challenges: list[Challenge] = []
-    pos, end = 0, len(value)
-    while pos < end and len(challenges) < 32:
-        while pos < end and value[pos] in " \t,":
-            pos += 1
+    pos = 0
+    while pos < len(value) and len(challenges) < _MAX_CHALLENGES:
+        pos = _skip(value, pos)
         scheme = _TOKEN.match(value, pos)
         if not scheme:
             pos += 1  # a stray character: skip it
             continue
-        pos = scheme.end()
+        token68, pos = _token68(value, scheme.end())
         params: list[tuple[str, str]] = []
-        token68: str | None = None
-        gap = _SPACES.match(value, pos)
-        if gap and gap.end() > pos:
-            pos = gap.end()
-            t68 = _TOKEN68.match(value, pos)
-            if t68:
-                after = _SPACES.match(value, t68.end())
-                stop = after.end() if after else t68.end()
-                if stop >= end or value[stop] == ",":
-                    token68, pos = t68.group(), stop
-        while token68 is None and pos < end and len(params) < 64:
-            look = pos
-            while look < end and value[look] in " \t,":
-                look += 1
-            name = _TOKEN.match(value, look)
-            if not name:
-                if look < end and value[look] != ",":
-                    # junk: skip to the next comma
-                    nxt = value.find(",", look)
-                    pos = end if nxt < 0 else nxt
-                    if nxt < 0:
-                        break
-                    continue
-                pos = look
-                break
-            after_name = _SPACES.match(value, name.end())
-            eq = after_name.end() if after_name else name.end()
-            if eq >= end or value[eq] != "=":
-                break  # the next challenge's scheme
-            pos = eq + 1
-            gap2 = _SPACES.match(value, pos)
-            pos = gap2.end() if gap2 else pos
-            if pos < end and value[pos] == '"':
-                param_value, pos = _quoted(value, pos)
-            else:
-                stop = pos
-                while stop < end and value[stop] not in ", \t":
-                    stop += 1
-                param_value, pos = value[pos:stop], stop
-            params.append((name.group().lower(), param_value))
+        if token68 is None:
+            params, pos = _params(value, pos)
         challenges.append(Challenge(scheme.group(), tuple(params), token68))
     return challenges
 

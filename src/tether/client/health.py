@@ -118,7 +118,7 @@ def parse_health(gateway: str, body: bytes, request_id: str | None = None) -> He
 
 def _fetch(gateway: str, url: str, timeout: float, ca_cert: str | None,
            insecure: bool) -> Health:
-    from tether.classify.core import classify_handshake
+    from tether.classify import classify_handshake
     from tether.client.http import HttpOptions, request
 
     answer = request(url, HttpOptions(timeout=timeout, ca_cert=ca_cert, insecure=insecure))

@@ -2,17 +2,16 @@
 
 One place for what every request of tether does alike: TLS verified against the
 system store or ``--ca-cert`` (skipped only with ``--insecure``), the
-``User-Agent``, a fresh ``X-Request-Id``, proxies from the environment but never
-for loopback, no redirects (a token request is never replayed elsewhere), bodies
-read to 64 KiB, and connection failures classified as the dialer classifies them.
+``User-Agent``, a fresh ``X-Request-Id``, the proxy the dialer would use
+(:func:`tether.client.transport.proxy_for`: NO_PROXY read the same way, loopback
+never proxied), no redirects (a token request is never replayed elsewhere),
+bodies read to 64 KiB, and connection failures classified as the dialer
+classifies them.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import platform
 import ssl
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,43 +20,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tether import __version__
+from tether.classify import MAX_BODY, classify_exception
+from tether.client.handshake import user_agent
+from tether.client.transport import proxy_for, tls_context
 from tether.errors import Code, Failure, Phase, TetherError
 from tether.text import redact_url, strip_control
-
-MAX_BODY = 64 * 1024
-
-
-def user_agent() -> str:
-    """``tether/<version> (python <x.y>; <os>)``."""
-    system = platform.system().lower() or sys.platform
-    return f"tether/{__version__} (python {sys.version_info[0]}.{sys.version_info[1]}; {system})"
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine (localhost, 127.0.0.0/8, ::1)."""
-    name = host.lower()
-    if name in ("localhost", "localhost.") or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def tls_context(ca_cert: str | None, insecure: bool) -> ssl.SSLContext:
-    """A client TLS context; TetherError(tls-error) when ``ca_cert`` cannot be loaded."""
-    try:
-        context = ssl.create_default_context(cafile=ca_cert)
-    except (OSError, ssl.SSLError) as exc:
-        raise TetherError(Failure.of(
-            Code.TLS_ERROR, Phase.CONNECT,
-            f"The CA certificate file {ca_cert!r} could not be loaded: "
-            f"{getattr(exc, 'strerror', None) or type(exc).__name__}.", cause=exc)) from exc
-    if insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 @dataclass(frozen=True)
@@ -97,16 +64,17 @@ def request(url: str, http: HttpOptions, *, form: Mapping[str, str] | None = Non
     """``GET url``, or ``POST`` of ``form`` (url-encoded); any status comes back as a Response.
 
     Raises TetherError: invalid-url for a scheme other than http/https, tls-error
-    for an unusable ``ca_cert``, or the classified connection failure.
+    for an unusable ``ca_cert``, proxy-error for an unusable proxy variable, or
+    the classified connection failure.
     """
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise TetherError(Failure.of(Code.INVALID_URL, Phase.CONFIG,
                                      f"{redact_url(url)!r} is not an http:// or https:// URL"))
+    # urllib's own proxy handling is off: the proxy is the dialer's (transport.proxy_for).
     handlers: list[urllib.request.BaseHandler] = [
-        _NoRedirect(), urllib.request.HTTPSHandler(context=http.ssl_context())]
-    if is_loopback(parts.hostname or ""):
-        handlers.append(urllib.request.ProxyHandler({}))
+        _NoRedirect(), urllib.request.HTTPSHandler(context=http.ssl_context()),
+        urllib.request.ProxyHandler({})]
     headers = {"Accept": "application/json", "User-Agent": user_agent(),
                "X-Request-Id": str(uuid.uuid4())}
     data = None
@@ -115,6 +83,11 @@ def request(url: str, http: HttpOptions, *, form: Mapping[str, str] | None = Non
         headers["Content-Type"] = "application/x-www-form-urlencoded"
     req = urllib.request.Request(url, data=data, headers=headers,  # noqa: S310 - checked above
                                  method="POST" if form is not None else "GET")
+    proxy = proxy_for(parts.scheme, parts.hostname or "")
+    if proxy is not None:
+        req.set_proxy(proxy.address, "http")  # https: a CONNECT tunnel; http: absolute-form
+        if proxy.authorization:
+            req.add_unredirected_header("Proxy-Authorization", proxy.authorization)
     try:
         with urllib.request.build_opener(*handlers).open(req, timeout=http.timeout) as answer:
             return Response(answer.status, _lower(answer.headers.items()),
@@ -128,8 +101,6 @@ def request(url: str, http: HttpOptions, *, form: Mapping[str, str] | None = Non
             exc.close()
         return Response(exc.code, _lower((exc.headers or {}).items()), body)
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        from tether.classify.core import classify_exception
-
         reason = exc.reason if isinstance(exc, urllib.error.URLError) and isinstance(
             exc.reason, BaseException) else exc
         raise TetherError(classify_exception(reason, phase=Phase.CONNECT, url=url)

@@ -4,7 +4,7 @@ dial -> run the session handler -> on failure: classify (already done by the
 dialer and the connection) -> policy -> refresh / wait / stop::
 
     supervisor = Supervisor(lambda attempt: dial(...), handler, credential=credential,
-                            policy=RetryPolicy(retry_for=options.retry_for), reporter=reporter)
+                            policy=RetryPolicy(retry_for=300.0), reporter=reporter)
     result = supervisor.run()   # the handler's result, or TetherError with the final failure
 
 The handler returns when the session is done and raises TetherError when it

@@ -1,44 +1,80 @@
 """Reaching a service, wired once for shell, logs and port-forward.
 
-``open_link(ctx)`` resolves the gateway, the credential and the dial options
-from the global options; ``supervise`` runs a session under the reconnecting
-supervisor with a :class:`StatusReporter` that tells the user what is going on:
-a live countdown line on a terminal, one line per event otherwise, one JSON
-event per line with ``--output json``.
+``open_link(reach)`` resolves the gateway, the credential and the dial options
+from plain settings (the CLI passes its global options); ``supervise`` runs a
+session under the reconnecting supervisor and tells a :class:`LinkReporter`
+what is going on. Every failure that leaves ``supervise`` or ``dial_once`` is
+worded for where the credential came from: a rejected ``TETHER_TOKEN`` gets the
+hint to make a new one, whichever command dialed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import sys
-import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
-import typer
-
-from tether.cli.options import Settings, settings
-from tether.errors import Code, Failure, TetherError
+from tether.client.supervisor import Reporter
+from tether.errors import Code, TetherError
 
 if TYPE_CHECKING:
     from tether.auth.credentials import Credential
     from tether.client.dial import Connection, DialOptions, ParamValue
+    from tether.client.retry import RetryPolicy
     from tether.client.supervisor import Attempt
 
 T = TypeVar("T")
 Params = Mapping[str, "ParamValue"]
 
 
+class Reach(Protocol):
+    """How to reach the gateway: the settings ``open_link`` reads."""
+
+    @property
+    def gateway(self) -> str | None:
+        """The gateway or context named by the user; None: the current context."""
+
+    @property
+    def connect_timeout(self) -> float:
+        """Seconds for DNS, TCP, TLS and the handshake of one dial."""
+
+    @property
+    def ca_cert(self) -> str | None:
+        """A CA bundle to trust instead of the system's."""
+
+    @property
+    def insecure(self) -> bool:
+        """Skip TLS verification."""
+
+    @property
+    def keepalive_interval(self) -> float:
+        """Seconds between pings (0: none)."""
+
+    @property
+    def keepalive_timeout(self) -> float:
+        """Seconds without a pong before the connection is dead."""
+
+    @property
+    def retry_for(self) -> float:
+        """Seconds of continuous failure after which reconnecting stops."""
+
+
+class LinkReporter(Reporter, Protocol):
+    """The supervisor's reporter, able to take down what it shows for the time being."""
+
+    def clear(self) -> None:
+        """Erase anything transient (a countdown line) before other output."""
+
+
 @dataclass(frozen=True)
 class Link:
     """Everything needed to dial the gateway for one command."""
 
-    settings: Settings
     gateway: str
     credential: Credential
     options: DialOptions
+    retry_for: float = 300.0
 
     @property
     def role(self) -> str | None:
@@ -46,8 +82,8 @@ class Link:
         return self.credential.describe().role
 
 
-def open_link(ctx: typer.Context) -> Link:
-    """The gateway, credential and dial options of this invocation.
+def open_link(reach: Reach) -> Link:
+    """The gateway, credential and dial options that ``reach`` names.
 
     Raises TetherError: not-configured, invalid-url, no-credentials, keyring-unavailable.
     """
@@ -56,14 +92,14 @@ def open_link(ctx: typer.Context) -> Link:
     from tether.client.dial import DialOptions
     from tether.client.http import HttpOptions
 
-    s = settings(ctx)
-    gateway = resolve_gateway(s.gateway).gateway
-    http = HttpOptions(timeout=s.connect_timeout, ca_cert=s.ca_cert, insecure=s.insecure)
+    gateway = resolve_gateway(reach.gateway).gateway
+    http = HttpOptions(timeout=reach.connect_timeout, ca_cert=reach.ca_cert,
+                       insecure=reach.insecure)
     credential = resolve_credential(gateway, http=http)
-    options = DialOptions(connect_timeout=s.connect_timeout, ca_cert=s.ca_cert,
-                          insecure=s.insecure, keepalive_interval=s.keepalive_interval,
-                          keepalive_timeout=s.keepalive_timeout, retry_for=s.retry_for)
-    return Link(s, gateway, credential, options)
+    options = DialOptions(connect_timeout=reach.connect_timeout, ca_cert=reach.ca_cert,
+                          insecure=reach.insecure, keepalive_interval=reach.keepalive_interval,
+                          keepalive_timeout=reach.keepalive_timeout)
+    return Link(gateway, credential, options, retry_for=reach.retry_for)
 
 
 REJECTED_ENV_HINT = ("TETHER_TOKEN was rejected and is never refreshed: make a new API token "
@@ -83,7 +119,7 @@ def worded_for(link: Link) -> Iterator[None]:
         raise
 
 
-def dial_once(link: Link, command: str, params: Params, reporter: StatusReporter) -> Connection:
+def dial_once(link: Link, command: str, params: Params, reporter: Reporter) -> Connection:
     """One dial of ``command``; raises TetherError with the classified failure."""
     from tether.client.dial import dial
 
@@ -93,123 +129,25 @@ def dial_once(link: Link, command: str, params: Params, reporter: StatusReporter
 
 
 def supervise(link: Link, command: str, params: Callable[[Attempt], Params],
-              handler: Callable[[Connection, Attempt], T],
-              reporter: StatusReporter | None = None) -> T:
+              handler: Callable[[Connection, Attempt], T], reporter: LinkReporter, *,
+              policy: RetryPolicy | None = None,
+              sleep: Callable[[float], None] | None = None) -> T:
     """Run ``handler`` on a connection of ``command``, reconnecting as the retry policy allows.
 
     ``params(attempt)`` builds the query of each dial (logs resume with ``after=``).
+    ``policy`` defaults to one that retries for ``link.retry_for``; ``sleep``
+    (the wait before a redial) to the supervisor's own.
     Returns the handler's result; raises TetherError with the final failure.
     """
     from tether.client.retry import RetryPolicy
     from tether.client.supervisor import Supervisor
 
-    report = reporter or StatusReporter(link.settings)
-    supervisor = Supervisor(lambda attempt: dial_once(link, command, params(attempt), report),
+    supervisor = Supervisor(lambda attempt: dial_once(link, command, params(attempt), reporter),
                             handler, credential=link.credential,
-                            policy=RetryPolicy(retry_for=link.settings.retry_for),
-                            reporter=report)
+                            policy=policy or RetryPolicy(retry_for=link.retry_for),
+                            reporter=reporter, sleep=sleep)
     try:
         with worded_for(link):
             return supervisor.run()
     finally:
-        report.clear()
-
-
-class StatusReporter:
-    """Tells the user about retries, refreshes and warnings, on stderr.
-
-    On a terminal a retry is one live line counting down to the next dial; when
-    stderr is not a terminal each event is one plain line; with ``--output json``
-    each is one JSON object. Implements :class:`tether.client.supervisor.Reporter`.
-    """
-
-    def __init__(self, settings: Settings, *, live: bool | None = None) -> None:
-        self._json = settings.json
-        self._live = sys.stderr.isatty() if live is None else live
-        self._lock = threading.Lock()
-        self._countdown: threading.Event | None = None
-        self._shown = False
-        self._hinted: set[str] = set()
-
-    def retrying(self, failure: Failure, attempt: int, delay: float) -> None:
-        """A retry is coming: a JSON event, a plain line, or a live countdown.
-
-        In text the hint of each kind of failure is shown once, above the countdown.
-        """
-        from tether.cli.output.render import clean, emit_line, render_retry
-
-        self.clear()
-        if self._json:
-            emit_line(render_retry(failure, attempt, delay, output="json"))
-            return
-        if failure.hint and failure.code not in self._hinted:  # once per kind of failure
-            self._hinted.add(failure.code)
-            emit_line(f"{failure.code}: {clean(failure.hint, limit=500)}")
-        if not self._live:
-            emit_line(render_retry(failure, attempt, delay, output="text"))
-            return
-        from tether.cli.terminal import size
-
-        stop = threading.Event()
-        self._countdown = stop
-        deadline = time.monotonic() + delay
-        width = size(sys.stderr.fileno())[0] - 1  # a wrapped line could not be erased
-
-        def tick() -> None:
-            while True:
-                left = max(deadline - time.monotonic(), 0.0)
-                self._show(render_retry(failure, attempt, left, output="text", width=width),
-                           stop)
-                if left <= 0 or stop.wait(min(0.1, left) if left < 1 else 0.1):
-                    return
-
-        threading.Thread(target=tick, name="tether-countdown", daemon=True).start()
-
-    def reconnected(self, attempt: int) -> None:
-        """The session is back."""
-        from tether.cli.output.render import emit_line, render_event
-
-        self.clear()
-        if self._json:
-            emit_line(render_event("reconnected", attempt=attempt))
-        else:
-            emit_line(f"Reconnected (attempt {attempt}).")
-
-    def refreshing(self, failure: Failure) -> None:
-        """The token is being renewed because of ``failure``."""
-        from tether.cli.output.render import emit_line, render_event
-
-        self.clear()
-        if self._json:
-            emit_line(render_event("refresh", code=str(failure.code)))
-        else:
-            emit_line(f"{failure.code}: refreshing the token and trying once more.")
-
-    def warning(self, text: str) -> None:
-        """Something the user should know that does not stop the command."""
-        from tether.cli.output.render import clean, emit_line, render_event
-
-        self.clear()
-        if self._json:
-            emit_line(render_event("warning", message=text))
-        else:
-            emit_line(f"warning: {clean(text, limit=500)}")
-
-    def clear(self) -> None:
-        """Stop any countdown and erase its line."""
-        if self._countdown is not None:
-            self._countdown.set()
-            self._countdown = None
-        with self._lock:
-            if self._shown:
-                sys.stderr.write("\r\x1b[2K")
-                sys.stderr.flush()
-                self._shown = False
-
-    def _show(self, line: str, stop: threading.Event) -> None:
-        with self._lock:
-            if stop.is_set():  # cleared meanwhile: the line must not come back
-                return
-            sys.stderr.write("\r\x1b[2K" + line)
-            sys.stderr.flush()
-            self._shown = True
+        reporter.clear()

@@ -17,14 +17,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from tether.cli import terminal
-from tether.cli.output.render import clean, emit_line, render_event
 from tether.client.dial import Connection
 from tether.client.supervisor import Attempt
 from tether.errors import Failure, Interrupted, TetherError
-from tether.session.link import Link, StatusReporter, supervise
-from tether.session.shell_io import InputPump, Outcome, ScreenModes, receive, write_all
+from tether.session import terminal
+from tether.session.link import Link, LinkReporter, supervise
+from tether.session.shell_streams import InputPump, Outcome, ScreenModes, receive, write_all
 
 #: Exit status after ``~.``, as ssh's.
 DISCONNECT_STATUS = 255
@@ -55,43 +55,58 @@ class NotRetried(Exception):
         self.error = error
 
 
-class ShellReporter(StatusReporter):
-    """The status reporter, plus what a shell user must know when a session is lost."""
+class ShellReporter(LinkReporter, Protocol):
+    """What a shell user is told besides retries and warnings; the CLI implements it."""
 
-    def __init__(self, link: Link, service: str) -> None:
-        super().__init__(link.settings)
-        self._service = clean(service, limit=100)
+    def shell_lost(self, service: str, failure: Failure) -> None:
+        """The session on ``service`` broke with ``failure``; a NEW shell is being opened."""
+
+    def shell_replaced(self, service: str) -> None:
+        """The new shell on ``service`` is up (said after ``reconnected``)."""
+
+    def disconnected(self, service: str) -> None:
+        """The user typed ``~.``: the session on ``service`` was closed."""
+
+
+class _ShellStatus:
+    """The supervisor's reporter for one run: a lost session is told before the retry it causes."""
+
+    def __init__(self, reporter: ShellReporter, service: str) -> None:
+        self._reporter = reporter
+        self._service = service
         self.lost: Failure | None = None  # the failure that ended an established session
 
     def retrying(self, failure: Failure, attempt: int, delay: float) -> None:
-        """Say once that the shell is gone and a new one is coming, then count down."""
+        """Say once that the shell is gone and a new one is coming, then the retry."""
         lost, self.lost = self.lost, None
         if lost is not None:
-            self.clear()
-            text = (f"The shell session on {self._service} was lost "
-                    f"({lost.code}: {clean(lost.message, limit=300).rstrip('. ')}). "
-                    "Opening a NEW shell: the old one's state (working directory, "
-                    "environment, running programs) is not preserved.")
-            if self._json:
-                emit_line(render_event("session-lost", code=str(lost.code), message=text))
-            else:
-                emit_line("\r\n" + text)
-        super().retrying(failure, attempt, delay)
+            self._reporter.shell_lost(self._service, lost)
+        self._reporter.retrying(failure, attempt, delay)
 
     def reconnected(self, attempt: int) -> None:
         """The new shell is up."""
-        super().reconnected(attempt)
-        if not self._json:
-            emit_line(f"This is a new shell on {self._service}.")
+        self._reporter.reconnected(attempt)
+        self._reporter.shell_replaced(self._service)
+
+    def refreshing(self, failure: Failure) -> None:
+        """The token is being renewed."""
+        self._reporter.refreshing(failure)
+
+    def warning(self, text: str) -> None:
+        """Something to know that does not stop the session."""
+        self._reporter.warning(text)
+
+    def clear(self) -> None:
+        """Erase the countdown line."""
+        self._reporter.clear()
 
 
 class ShellRun:
     """The supervisor's dial parameters and session handler for one ``tether shell``."""
 
-    def __init__(self, link: Link, request: ShellRequest, reporter: ShellReporter) -> None:
-        self.link = link
+    def __init__(self, request: ShellRequest, status: _ShellStatus) -> None:
         self.request = request
-        self.reporter = reporter
+        self.status = status
         self.dialed_size: tuple[int, int] | None = None
 
     def size(self) -> tuple[int, int]:
@@ -135,7 +150,7 @@ class ShellRun:
             if not request.tty:
                 failure = err.failure.replace(hint=_NO_RERUN_HINT)
                 raise NotRetried(TetherError(failure)) from err
-            self.reporter.lost = err.failure
+            self.status.lost = err.failure
             raise
         finally:
             undo = (modes.reset() if modes is not None else b"") + (_PLAIN if broke else b"")
@@ -153,22 +168,19 @@ class ShellRun:
             yield
 
 
-def run_shell(link: Link, request: ShellRequest) -> int:
+def run_shell(link: Link, request: ShellRequest, reporter: ShellReporter) -> int:
     """Run the session (reconnecting as allowed); the exit status for the process.
 
     Raises TetherError with the final failure.
     """
-    reporter = ShellReporter(link, request.service)
-    run = ShellRun(link, request, reporter)
+    status = _ShellStatus(reporter, request.service)
+    run = ShellRun(request, status)
     try:
-        outcome = supervise(link, "shell", run.params, run.handle, reporter)
+        outcome = supervise(link, "shell", run.params, run.handle, status)
     except NotRetried as stop:
         raise stop.error from stop.error.__cause__
     if outcome.disconnected:
-        if link.settings.json:
-            emit_line(render_event("disconnected", service=request.service))
-        else:
-            emit_line(f"\r\nDisconnected from {clean(request.service, limit=100)} (~.).")
+        reporter.disconnected(request.service)
         return DISCONNECT_STATUS
     code = outcome.exit_code if outcome.exit_code is not None else 0
     return code if 0 <= code <= 255 else 255

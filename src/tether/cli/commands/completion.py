@@ -3,8 +3,8 @@
 Two ways in, one source of names:
 
 - the committed scripts in ``completions/`` (bash, zsh, fish), generated from
-  the command tree by ``python -m tether.cli.commands.completion --write`` (``--check``
-  fails when they drift), call the hidden ``tether completion services`` for a
+  the command tree by ``python -m tools.completions --write`` (``--check`` fails
+  when they drift), call the hidden ``tether completion services`` for a
   SERVICE argument;
 - Typer's own completion (``tether --install-completion``) calls
   :func:`complete_services`, the ``autocompletion=`` of SERVICE arguments.
@@ -133,9 +133,3 @@ def services_command(
             typer.echo(name)
     except Exception:
         return
-
-
-if __name__ == "__main__":
-    from tether.cli.commands.completion_scripts import main
-
-    raise SystemExit(main())

@@ -42,20 +42,18 @@ _TRY = {
 }
 
 
-def run_demo_command(name: str, gateway_url: str, token: str, *, http_port: int = 0) -> int:
+def run_demo_command(ctx: typer.Context, name: str, gateway_url: str, token: str, *,
+                     http_port: int = 0) -> int:
     """Run the real ``tether NAME`` client command against the demo gateway; its exit status.
 
-    Its failures propagate to the error boundary this command runs under, so each is
-    rendered once.
+    The command tree is the root of ``ctx``, the one this command runs in. Its
+    failures propagate to the error boundary this command runs under, so each
+    is rendered once.
     """
-    from typer.main import get_command
-
-    from tether.cli.app import app
-
     os.environ["TETHER_GATEWAY"] = gateway_url
     os.environ["TETHER_TOKEN"] = token
-    result = get_command(app).main(args=demo_arguments(name, http_port), prog_name="tether",
-                                   standalone_mode=False)
+    result = ctx.find_root().command.main(args=demo_arguments(name, http_port),
+                                          prog_name="tether", standalone_mode=False)
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
@@ -67,6 +65,7 @@ def export_lines(gateway_url: str, deployer: str, viewer: str) -> str:
 
 
 def demo_command(
+    ctx: typer.Context,
     what: Annotated[DemoCommand | None, typer.Argument(
         help="Run this command against the demo service (default: logs).")] = None,
     serve: Annotated[bool, typer.Option(
@@ -92,7 +91,7 @@ def demo_command(
                    f"{demo.http_port}).\n{_TRY[name]}\nAlso try `tether demo shell`, "
                    "`tether demo port-forward`; `tether demo --serve` keeps the gateway up for "
                    "other terminals.\n", err=True)
-        code = run_demo_command(name, gateway.url, deployer, http_port=demo.http_port)
+        code = run_demo_command(ctx, name, gateway.url, deployer, http_port=demo.http_port)
         if code:
             raise typer.Exit(code)
     finally:

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from tether.auth.credentials import Credential, CredentialInfo
     from tether.client.dial import DialOptions
     from tether.client.health import Health
+    from tether.client.transport import Proxy
 
 COMMANDS = ("logs", "shell", "port-forward")
 #: The port a port-forward probe asks for (only dialed when no shell probe passed).
@@ -107,7 +108,7 @@ class Doctor:
         self.scheme = "ws"
         self.host = ""
         self.port = 0
-        self.proxy: Any = None
+        self.proxy: Proxy | None = None
         self.sock: socket.socket | None = None
         self.health: Health | None = None
         self.service = ""
@@ -179,7 +180,7 @@ class Doctor:
         return request_url(self.gateway, "", {})
 
     def _classified(self, exc: BaseException, url: str | None = None) -> TetherError:
-        from tether.classify.core import classify_exception
+        from tether.classify import classify_exception
 
         failure = classify_exception(exc, phase=Phase.CONNECT, url=url or self._url(),
                                      gateway=self.gateway, now=time.time())
@@ -224,13 +225,13 @@ class Doctor:
 
     def check_dns(self) -> str:
         """The gateway's host name (or the proxy's) resolves."""
-        from tether.client import dial as d
+        from tether.client import transport
 
-        self.proxy = d.proxy_for(self.scheme, self.host)
+        self.proxy = transport.proxy_for(self.scheme, self.host)
         host, port = (self.proxy.host, self.proxy.port) if self.proxy else (self.host, self.port)
-        url = f"http://{host}:{port}" if self.proxy else self._url()
+        url = f"http://{self.proxy.address}" if self.proxy else self._url()
         try:
-            infos = d.resolve(host, port, d.Deadline(self.s.connect_timeout))
+            infos = transport.resolve(host, port, transport.Deadline(self.s.connect_timeout))
         except Exception as exc:
             raise self._classified(exc, url) from exc
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
@@ -242,15 +243,16 @@ class Doctor:
 
     def check_tcp(self) -> str:
         """A TCP connection to the gateway (through the proxy when one applies)."""
-        from tether.client import dial as d
+        from tether.client import transport
 
-        deadline = d.Deadline(self.s.connect_timeout)
+        deadline = transport.Deadline(self.s.connect_timeout)
         started = time.monotonic()
         try:
             if self.proxy:
-                self.sock = d.tunnel(self.proxy, self.host, self.port, deadline, self._url())
+                self.sock = transport.tunnel(self.proxy, self.host, self.port, deadline,
+                                             self._url())
             else:
-                self.sock = d.open_tcp(self.host, self.port, deadline)
+                self.sock = transport.open_tcp(self.host, self.port, deadline)
         except TetherError:
             raise
         except Exception as exc:
@@ -266,13 +268,13 @@ class Doctor:
         """The TLS handshake, with the certificate verified as the dialer verifies it."""
         import os
 
-        from tether.client import dial as d
+        from tether.client import transport
 
         sock, self.sock = self.sock, None
         if sock is None:
             raise Skip("no TCP connection")
         try:
-            context = d.tls_context(self._options())
+            context = transport.tls_context(self.s.ca_cert, self.s.insecure)
             sock.settimeout(self.s.connect_timeout)
             tls = context.wrap_socket(sock, server_hostname=self.host)
         except TetherError:

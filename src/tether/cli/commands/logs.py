@@ -1,12 +1,8 @@
 """``tether logs SERVICE``: print a service's logs, or follow them, with every record once.
 
-Resume: the command remembers the cursor of the last record it handled
-(printed, filtered out, or a bad line that carried one). When a session breaks
-with a transient failure, the supervisor redials with ``after=<cursor>``; the
-gateway resumes every instance right after it, so nothing is lost or repeated.
-``--tail`` goes only on a dial without a cursor (``after`` supersedes it);
-``--since`` is turned into one absolute time at start and sent on every dial,
-so that a resumed stream keeps the same lower bound.
+The stream and its resume cursor are :mod:`tether.session.logs`. ``--since`` is
+turned into one absolute time at start and sent on every dial, so that a
+resumed stream keeps the same lower bound.
 
 A finite stream ends with the gateway's close 1000 (exit 0). A follow ends
 with Ctrl+C (130) or when the retry budget is spent (the failure's code).
@@ -25,9 +21,7 @@ from tether.cli.commands.completion import complete_services
 from tether.cli.options import settings
 
 if TYPE_CHECKING:
-    from tether.cli.output.logprint import LogPrinter
-    from tether.client.dial import Connection, ParamValue
-    from tether.client.supervisor import Attempt
+    from tether.client.dial import ParamValue
 
 
 def since_time(text: str, now: float | None = None) -> str:
@@ -57,44 +51,6 @@ def _since_option(value: str) -> str:
         return since_time(value)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-
-
-class LogSession:
-    """The query of each dial and the handler of each connection, sharing the resume cursor."""
-
-    def __init__(self, query: dict[str, ParamValue], printer: LogPrinter, *,
-                 raw: bool = False) -> None:
-        self.query = query
-        self.printer = printer
-        self.raw = raw
-        self.cursor: str | None = None  # the last record handled; resumes the next dial
-
-    def params(self, attempt: Attempt) -> dict[str, ParamValue]:
-        """The first query, or after a cursor: ``after=`` instead of ``tail``."""
-        if self.cursor is None or self.raw:
-            return self.query
-        query = {name: value for name, value in self.query.items() if name != "tail"}
-        query["after"] = self.cursor
-        return query
-
-    def handle(self, connection: Connection, attempt: Attempt) -> int:
-        """Print what arrives until the stream ends normally; raises TetherError if it breaks."""
-        from tether.session.logframes import FrameDecoder
-
-        frames = FrameDecoder()
-        printer = self.printer
-        while (message := connection.recv()) is not None:
-            if self.raw:
-                printer.print_raw(message.data)
-                continue
-            cursor = printer.print(frames.feed(message.data))
-            if cursor is not None:
-                self.cursor = cursor
-        if not self.raw:
-            cursor = printer.print(frames.finish())
-            if cursor is not None:
-                self.cursor = cursor
-        return 0
 
 
 def logs_command(  # noqa: PLR0917 - one parameter per option
@@ -137,7 +93,9 @@ def logs_command(  # noqa: PLR0917 - one parameter per option
     are JSON lines on stderr.
     """
     from tether.cli.output.logprint import LogPrinter, Style, stdout_writer, use_color
-    from tether.session.link import StatusReporter, open_link, supervise
+    from tether.cli.output.reporters import StatusReporter
+    from tether.session.link import open_link, supervise
+    from tether.session.logs import LogSession
 
     s = settings(ctx)
     names = list(dict.fromkeys(instance or []))
@@ -148,8 +106,8 @@ def logs_command(  # noqa: PLR0917 - one parameter per option
         query["tail"] = tail
     if since is not None:
         query["since"] = since
-    link = open_link(ctx)
-    reporter = StatusReporter(link.settings)
+    link = open_link(s)
+    reporter = StatusReporter(s)
     style = Style(json=s.json, color=not s.json and use_color(_stdout_fd(sys.stdout)),
                   prefix=not no_prefix, timestamps=timestamps,
                   instances=frozenset(names) if len(names) > 1 else None)
@@ -157,7 +115,7 @@ def logs_command(  # noqa: PLR0917 - one parameter per option
     try:
         supervise(link, "logs", session.params, session.handle, reporter)
     except BrokenPipeError:  # click would turn it into exit 1: end like `yes | head -1` does
-        from tether.cli.app import EXIT_BROKEN_PIPE
+        from tether.cli.boundary import EXIT_BROKEN_PIPE
         from tether.cli.output.logprint import silence_stdout
 
         silence_stdout()

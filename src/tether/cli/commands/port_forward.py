@@ -12,8 +12,8 @@ that one broken connection never ends the forward. The order of work:
 5. print one ``Forwarding from ADDRESS:PORT -> SERVICE:PORT`` line per listener
    and serve until Ctrl+C (130), SIGTERM (143) or a permanent failure.
 
-The machinery lives in :mod:`tether.session.forward`, imported only when the
-command runs.
+The machinery lives in :mod:`tether.session.listeners` and
+:mod:`tether.session.forward`, imported only when the command runs.
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ from tether.cli.options import settings
 from tether.errors import Interrupted, TetherError
 
 if TYPE_CHECKING:
+    from tether.cli.output.reporters import ForwardReporter, StatusReporter
     from tether.client.dial import ParamValue
     from tether.client.supervisor import Attempt
-    from tether.session.forward import ForwardReporter, Listener, Route
     from tether.session.link import Link
+    from tether.session.listeners import Listener, Route
 
 MAX_PORT = 65535
 DEFAULT_ADDRESS = "127.0.0.1"
@@ -141,29 +142,31 @@ def port_forward_command(
     except ValueError as exc:
         raise _usage(str(exc), "'--address'") from None
 
-    from tether.session.forward import BindAddress, ForwardReporter, Route, bind_listeners
+    from tether.cli.output.reporters import ForwardReporter, StatusReporter
     from tether.session.link import open_link
+    from tether.session.listeners import BindAddress, Route, bind_listeners
 
-    link = open_link(ctx)
-    reporter = ForwardReporter(settings(ctx))
+    s = settings(ctx)
+    link = open_link(s)
+    reporter = ForwardReporter(s)
     routes = [Route(service, spec.remote, instance) for spec in specs]
     listeners = bind_listeners([(spec.local, route) for spec, route in zip(specs, routes,
                                                                           strict=True)],
                                [BindAddress(host, optional) for host, optional in addresses])
     try:
-        _probe(link, routes, reporter)
+        _probe(link, routes, reporter, StatusReporter(s))
         _serve(link, listeners, reporter)
     finally:
         for listener in listeners:
             listener.close()
 
 
-def _probe(link: Link, routes: Sequence[Route], reporter: ForwardReporter) -> None:
+def _probe(link: Link, routes: Sequence[Route], reporter: ForwardReporter,
+           status: StatusReporter) -> None:
     """Dial each remote port once and close at once; raises TetherError on a refusal."""
     from tether.session.forward import probe_close
-    from tether.session.link import StatusReporter, supervise
+    from tether.session.link import supervise
 
-    status = StatusReporter(link.settings)
     for route in dict.fromkeys(routes):
         note = supervise(link, "port-forward", _params_of(route), probe_close, status)
         if note:

@@ -46,7 +46,9 @@ def shell(  # noqa: PLR0917 - one parameter per option, as Typer wants
     not kept). A piped command is never run twice: if its connection breaks,
     tether fails with the reason. The exit status is the remote command's.
     """
-    from tether.cli import terminal
+    from tether.cli.options import settings
+    from tether.cli.output.reporters import ShellReporter
+    from tether.session import terminal
     from tether.session.link import open_link
     from tether.session.shell import ShellRequest, run_shell
 
@@ -56,6 +58,7 @@ def shell(  # noqa: PLR0917 - one parameter per option, as Typer wants
     remote_tty = tty or (interactive and not no_tty)
     request = ShellRequest(service=service, instance=instance, command=tuple(command or ()),
                            tty=remote_tty, raw=remote_tty and terminal.is_terminal(0))
-    code = run_shell(open_link(ctx), request)
+    s = settings(ctx)
+    code = run_shell(open_link(s), request, ShellReporter(s))
     if code:
         raise typer.Exit(code)

@@ -105,7 +105,7 @@ def status_command(
     s = settings(ctx)
     gateway = resolve_gateway(s.gateway).gateway
     if s.insecure and gateway.startswith("https:"):
-        from tether.session.link import StatusReporter
+        from tether.cli.output.reporters import StatusReporter
 
         StatusReporter(s, live=False).warning(
             "TLS certificate verification is disabled (--insecure): the gateway is not "

@@ -1,7 +1,7 @@
 """The completion scripts in ``completions/``, generated from the command tree.
 
-    python -m tether.cli.commands.completion --write   # regenerate completions/
-    python -m tether.cli.commands.completion --check   # exit 1 when a committed script drifted
+    python -m tools.completions --write   # regenerate completions/
+    python -m tools.completions --check   # exit 1 when a committed script drifted
 
 The tree (commands, subcommands, options, which options take a value, choices,
 files, SERVICE arguments) is read from the Click command that Typer builds, so
@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tether.cli.options import is_global
+
 SCRIPTS = {"bash": "tether.bash", "zsh": "_tether", "fish": "tether.fish"}
-GENERATED = ("Generated from the command tree by "
-             "`python -m tether.cli.commands.completion --write`; do not edit.")
+GENERATED = ("Generated from the command tree by `python -m tools.completions --write`; "
+             "do not edit.")
 _HELP_LIMIT = 70
 _FILE_METAVARS = frozenset({"FILE", "PATH"})
 _DIR_METAVARS = frozenset({"DIR", "DIRECTORY"})
@@ -99,13 +101,6 @@ def _option(param: Any) -> Option:
     return Option(names, _first_line(getattr(param, "help", None)), _value_kind(param))
 
 
-def _is_global(name: str) -> bool:
-    """Whether ``tether`` accepts option ``name`` after a subcommand too."""
-    from tether.cli.app import hoist_global_options
-
-    return hoist_global_options(["cmd", name, "value"])[0] == name
-
-
 def _walk(command: Any, path: tuple[str, ...], out: list[Command]) -> None:
     options: list[Option] = []
     arguments: list[str] = []
@@ -116,7 +111,7 @@ def _walk(command: Any, path: tuple[str, ...], out: list[Command]) -> None:
         if param.param_type_name == "argument":
             arguments.append(_argument_kind(param))
             variadic = param.nargs == -1
-        elif _is_global(param.opts[0]):
+        elif is_global(param.opts[0]):
             continue  # offered everywhere already; the root's copy is the one read
         else:
             options.append(_option(param))
@@ -142,7 +137,7 @@ def read_tree(typer_app: Any = None) -> Tree:
     _walk(root, (), commands)
     globals_ = tuple(_option(p) for p in root.params
                      if p.param_type_name == "option" and not getattr(p, "hidden", False)
-                     and _is_global(p.opts[0]))
+                     and is_global(p.opts[0]))
     return Tree(tuple(commands), globals_)
 
 
@@ -585,7 +580,7 @@ def render_all(tree: Tree | None = None) -> dict[str, str]:
 
 def default_directory() -> Path:
     """``completions/`` of the source checkout this module lives in."""
-    return Path(__file__).resolve().parents[4] / "completions"
+    return Path(__file__).resolve().parents[1] / "completions"
 
 
 def drifted(directory: Path) -> list[str]:
@@ -602,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
     """``--write`` regenerates the scripts; ``--check`` exits 1 when they drifted."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m tether.cli.commands.completion",
+    parser = argparse.ArgumentParser(prog="python -m tools.completions",
                                      description="Generate or check completions/.")
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--write", action="store_true", help="write the scripts")
@@ -618,6 +613,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     stale = drifted(directory)
     for name in stale:
-        print(f"{directory / name} is out of date: run "
-              "python -m tether.cli.commands.completion --write", file=sys.stderr)
+        print(f"{directory / name} is out of date: run python -m tools.completions --write",
+              file=sys.stderr)
     return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,235 @@
+"""What shell, logs and port-forward tell the user while they run, on stderr.
+
+- :class:`StatusReporter`: retries, refreshes and warnings of one supervised
+  session (:class:`tether.session.link.LinkReporter`): a live countdown line on
+  a terminal, one line per event otherwise, one JSON event per line with
+  ``--output json``.
+- :class:`ShellReporter`: that, and what a shell user must know when a session
+  is lost or closed (:class:`tether.session.shell.ShellReporter`).
+- :class:`ForwardReporter`: the listeners on stdout and each forwarded
+  connection's events (:class:`tether.session.forward.ForwardEvents`).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from tether.cli.output.render import (
+    clean,
+    emit_line,
+    json_record,
+    render_event,
+    render_retry,
+)
+
+if TYPE_CHECKING:
+    from tether.cli.options import Settings
+    from tether.errors import Failure
+    from tether.session.listeners import Listener, Route
+
+_REFRESH_NOTE_EVERY = 5.0  # seconds: one refresh note for many connections asking at once
+
+
+class StatusReporter:
+    """Tells the user about retries, refreshes and warnings, on stderr.
+
+    On a terminal a retry is one live line counting down to the next dial; when
+    stderr is not a terminal each event is one plain line; with ``--output json``
+    each is one JSON object.
+    """
+
+    def __init__(self, settings: Settings, *, live: bool | None = None) -> None:
+        self._json = settings.json
+        self._live = sys.stderr.isatty() if live is None else live
+        self._lock = threading.Lock()
+        self._countdown: threading.Event | None = None
+        self._shown = False
+        self._hinted: set[str] = set()
+
+    def retrying(self, failure: Failure, attempt: int, delay: float) -> None:
+        """A retry is coming: a JSON event, a plain line, or a live countdown.
+
+        In text the hint of each kind of failure is shown once, above the countdown.
+        """
+        self.clear()
+        if self._json:
+            emit_line(render_retry(failure, attempt, delay, output="json"))
+            return
+        if failure.hint and failure.code not in self._hinted:  # once per kind of failure
+            self._hinted.add(failure.code)
+            emit_line(f"{failure.code}: {clean(failure.hint, limit=500)}")
+        if not self._live:
+            emit_line(render_retry(failure, attempt, delay, output="text"))
+            return
+        from tether.session.terminal import size
+
+        stop = threading.Event()
+        self._countdown = stop
+        deadline = time.monotonic() + delay
+        width = size(sys.stderr.fileno())[0] - 1  # a wrapped line could not be erased
+
+        def tick() -> None:
+            while True:
+                left = max(deadline - time.monotonic(), 0.0)
+                self._show(render_retry(failure, attempt, left, output="text", width=width),
+                           stop)
+                if left <= 0 or stop.wait(min(0.1, left) if left < 1 else 0.1):
+                    return
+
+        threading.Thread(target=tick, name="tether-countdown", daemon=True).start()
+
+    def reconnected(self, attempt: int) -> None:
+        """The session is back."""
+        self.clear()
+        if self._json:
+            emit_line(render_event("reconnected", attempt=attempt))
+        else:
+            emit_line(f"Reconnected (attempt {attempt}).")
+
+    def refreshing(self, failure: Failure) -> None:
+        """The token is being renewed because of ``failure``."""
+        self.clear()
+        emit_line(_refresh_line(failure, json=self._json))
+
+    def warning(self, text: str) -> None:
+        """Something the user should know that does not stop the command."""
+        self.clear()
+        emit_line(_warning_line(text, json=self._json))
+
+    def clear(self) -> None:
+        """Stop any countdown and erase its line."""
+        if self._countdown is not None:
+            self._countdown.set()
+            self._countdown = None
+        with self._lock:
+            if self._shown:
+                sys.stderr.write("\r\x1b[2K")
+                sys.stderr.flush()
+                self._shown = False
+
+    def _show(self, line: str, stop: threading.Event) -> None:
+        with self._lock:
+            if stop.is_set():  # cleared meanwhile: the line must not come back
+                return
+            sys.stderr.write("\r\x1b[2K" + line)
+            sys.stderr.flush()
+            self._shown = True
+
+
+def _refresh_line(failure: Failure, *, json: bool) -> str:
+    if json:
+        return render_event("refresh", code=str(failure.code))
+    return f"{failure.code}: refreshing the token and trying once more."
+
+
+def _warning_line(text: str, *, json: bool) -> str:
+    return render_event("warning", message=text) if json else f"warning: {clean(text, limit=500)}"
+
+
+class ShellReporter(StatusReporter):
+    """The status reporter, plus what a shell user must know when a session is lost or closed."""
+
+    def shell_lost(self, service: str, failure: Failure) -> None:
+        """Say that the shell is gone and that a NEW one is coming."""
+        self.clear()
+        text = (f"The shell session on {clean(service, limit=100)} was lost "
+                f"({failure.code}: {clean(failure.message, limit=300).rstrip('. ')}). "
+                "Opening a NEW shell: the old one's state (working directory, "
+                "environment, running programs) is not preserved.")
+        if self._json:
+            emit_line(render_event("session-lost", code=str(failure.code), message=text))
+        else:
+            emit_line("\r\n" + text)
+
+    def shell_replaced(self, service: str) -> None:
+        """The new shell is up."""
+        if not self._json:
+            emit_line(f"This is a new shell on {clean(service, limit=100)}.")
+
+    def disconnected(self, service: str) -> None:
+        """The user typed ``~.``."""
+        if self._json:
+            emit_line(render_event("disconnected", service=service))
+        else:
+            emit_line(f"\r\nDisconnected from {clean(service, limit=100)} (~.).")
+
+
+class ForwardReporter:
+    """Writes what the forward does: listeners on stdout; connection events on stderr."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._json = settings.json
+        self._lock = threading.Lock()
+        self._warned: set[str] = set()
+        self._refresh_noted = -_REFRESH_NOTE_EVERY
+
+    def _emit(self, line: str) -> None:
+        with self._lock:
+            emit_line(line)
+
+    def forwarding(self, listeners: Sequence[Listener]) -> None:
+        """One line per listener on stdout: ``Forwarding from 127.0.0.1:5432 -> api:5432``."""
+        lines = []
+        for listener in listeners:
+            route = listener.route
+            if self._json:
+                lines.append(render_event("forwarding", address=listener.host,
+                                          local_port=listener.port, service=route.service,
+                                          instance=route.instance, remote_port=route.remote))
+            else:
+                lines.append(f"Forwarding from {listener} -> {clean(str(route), limit=200)}")
+        sys.stdout.write("".join(line + "\n" for line in lines))
+        sys.stdout.flush()
+
+    def connection_failed(self, peer: str, route: Route, failure: Failure) -> None:
+        """One classified line (or JSON event) for a connection that failed."""
+        if self._json:
+            record = json_record(failure)
+            del record["event"]
+            self._emit(render_event("connection-failed", connection=peer, target=str(route),
+                                    **record))
+            return
+        message = clean(failure.message, limit=400).rstrip(". ")
+        said = f" (request id {clean(failure.request_id, limit=80)})" if failure.request_id else ""
+        self._emit(f"connection {peer} -> {clean(str(route), limit=200)} failed: "
+                   f"{failure.code}: {message}{said}")
+
+    def connection_retrying(self, peer: str, route: Route, failure: Failure, attempt: int,
+                            delay: float) -> None:
+        """The dial of one connection failed transiently and is tried again after ``delay``."""
+        if self._json:
+            self._emit(render_event("connection-retry", connection=peer, target=str(route),
+                                    code=str(failure.code), attempt=attempt,
+                                    delay=round(delay, 3), message=failure.message))
+            return
+        message = clean(failure.message, limit=300).rstrip(". ")
+        self._emit(f"connection {peer} -> {clean(str(route), limit=200)}: {failure.code}: "
+                   f"{message}; retrying in {delay:.1f} s (attempt {attempt})")
+
+    def refreshing(self, failure: Failure) -> None:
+        """The token is being renewed (said once however many connections asked)."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._refresh_noted < _REFRESH_NOTE_EVERY:
+                return
+            self._refresh_noted = now
+        self._emit(_refresh_line(failure, json=self._json))
+
+    def warning(self, text: str) -> None:
+        """Something to know that does not stop the forward; each text once."""
+        with self._lock:
+            if text in self._warned:
+                return
+            self._warned.add(text)
+        self._emit(_warning_line(text, json=self._json))
+
+    def closed(self, count: int) -> None:
+        """How many open connections were closed on the way out."""
+        if self._json:
+            self._emit(render_event("closed", connections=count))
+        else:
+            self._emit(f"Closed {count} connection{'' if count == 1 else 's'}.")

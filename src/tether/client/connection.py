@@ -1,0 +1,437 @@
+"""One open WebSocket: framing, threaded I/O, keepalive and close.
+
+A :class:`Connection` reads frames itself, so that a close frame's code and
+reason are kept, and runs keepalive in a daemon thread: a ping every
+``keepalive_interval`` seconds, and the connection declared dead
+(keepalive-timeout) when nothing at all arrived for ``keepalive_timeout``
+seconds. One reader thread and any number of writer threads may share it.
+websocket-client supplies the framing: masking (``ABNF``, which uses wsaccel
+when it is installed), frame parsing (``frame_buffer``) and its exception
+classes. Every failure is classified through the connection's :class:`Context`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import select
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import websocket
+
+from tether.classify import classify_close, classify_exception
+from tether.errors import Code, Failure, Phase, TetherError
+from tether.text import redact_url
+
+__all__ = ["OPCODE_BINARY", "OPCODE_TEXT", "Closed", "Connection", "Context", "Message"]
+
+OPCODE_TEXT = websocket.ABNF.OPCODE_TEXT
+OPCODE_BINARY = websocket.ABNF.OPCODE_BINARY
+_OP_CONT = websocket.ABNF.OPCODE_CONT
+_OP_CLOSE = websocket.ABNF.OPCODE_CLOSE
+_OP_PING = websocket.ABNF.OPCODE_PING
+_OP_PONG = websocket.ABNF.OPCODE_PONG
+
+_READ_SIZE = 256 * 1024
+_CLOSE_WAIT = 1.0  # seconds to wait for the peer's close frame
+
+
+class Message(NamedTuple):
+    """One whole message: ``opcode`` is :data:`OPCODE_TEXT` or :data:`OPCODE_BINARY`."""
+
+    opcode: int
+    data: bytes  # text messages stay UTF-8 bytes; decode with errors="replace" if shown
+
+    @property
+    def is_text(self) -> bool:
+        """True for a text message (JSON control messages, log records)."""
+        return self.opcode == OPCODE_TEXT
+
+
+class Closed(Exception):
+    """Raised by a send on a connection that already ended normally or was closed locally."""
+
+    def __init__(self, code: int | None, reason: str = "") -> None:
+        super().__init__(f"the connection is closed (code {code})")
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a dial was for: classify words the connection's failures with it."""
+
+    url: str
+    service: str | None
+    command: str | None
+    role: str | None
+    gateway: str | None
+
+    def exception(self, exc: BaseException, phase: Phase) -> Failure:
+        """The failure ``exc`` stands for."""
+        return classify_exception(exc, phase=phase, url=self.url, service=self.service,
+                                  command=self.command, role=self.role, gateway=self.gateway,
+                                  now=time.time())
+
+    def close(self, code: int | None, reason: str | None) -> Failure:
+        """The failure a close frame with ``code`` and ``reason`` stands for."""
+        return classify_close(code, reason, service=self.service, command=self.command,
+                              role=self.role, gateway=self.gateway, url=self.url)
+
+
+_NORMAL = "normal"  # outcome of a session that ended with close 1000 or was closed locally
+
+
+class Connection:
+    """One open WebSocket. ``recv`` from one thread; ``send_*`` and ``close`` from any.
+
+    ``sock`` has completed the upgrade; ``buffered`` is what arrived after the
+    101. Durations in seconds; 0 disables the keepalive ping or timeout.
+    """
+
+    def __init__(self, sock: socket.socket, *, ctx: Context, request_id: str,
+                 subprotocol: str | None, keepalive_interval: float, keepalive_timeout: float,
+                 max_message: int, buffered: bytes = b"") -> None:
+        self.request_id = request_id
+        self.subprotocol = subprotocol
+        self.url = redact_url(ctx.url)
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        self._sock = sock
+        self._ctx = ctx
+        self._max_message = max_message
+        self._send_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._ended = threading.Event()
+        self._outcome: Failure | str | None = None
+        self._closing = False
+        self._dead = False
+        self._rbuf = buffered
+        self._rpos = 0
+        self._last_rx = time.monotonic()
+        self._frames = websocket.frame_buffer(self._read, True)
+        self._fragments: list[bytes] = []
+        self._fragment_op = 0
+        self._fragment_size = 0
+        self._keepalive_timeout = keepalive_timeout
+        self._timeout = keepalive_timeout if keepalive_timeout > 0 else None
+        # One SSL object must not be used by two threads at once (OpenSSL): with TLS the
+        # socket is non-blocking and every SSL call holds _tls_lock; waiting is done in select.
+        self._tls = isinstance(sock, ssl.SSLSocket)
+        self._tls_lock = threading.Lock()
+        sock.settimeout(0.0 if self._tls else self._timeout)
+        if keepalive_interval > 0 or keepalive_timeout > 0:
+            threading.Thread(target=self._keepalive, name="tether-keepalive", daemon=True,
+                             args=(keepalive_interval, keepalive_timeout)).start()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Connection({self.url!r}, request_id={self.request_id!r})"
+
+    # --- reading ------------------------------------------------------------------------
+
+    def _read(self, bufsize: int) -> bytes:
+        """Up to ``bufsize`` bytes for the frame parser, from one large socket read."""
+        buf = self._rbuf
+        if buf:
+            pos = self._rpos
+            end = pos + bufsize
+            if end >= len(buf):
+                self._rbuf, self._rpos = b"", 0
+                return buf[pos:] if pos else buf
+            self._rpos = end
+            return buf[pos:end]
+        data = self._tls_io(self._recv_tls) if self._tls else self._sock.recv(_READ_SIZE)
+        if not data:
+            raise websocket.WebSocketConnectionClosedException(
+                "the connection was closed without a close frame")
+        self._last_rx = time.monotonic()
+        if len(data) <= bufsize:
+            return data
+        self._rbuf, self._rpos = data, bufsize
+        return data[:bufsize]
+
+    def _next_frame(self) -> tuple[int, int, bytes]:
+        """The next frame's (fin, opcode, payload); close frames are read leniently."""
+        frames = self._frames
+        if frames.needs_header():
+            frames.recv_header()
+        if frames.needs_length():
+            frames.recv_length()
+        length = frames.length or 0
+        if length > self._max_message:
+            raise TetherError(Failure.of(
+                Code.MESSAGE_TOO_BIG, Phase.SESSION,
+                f"The gateway sent a frame of {length} bytes, more than the limit of "
+                f"{self._max_message} bytes.", url=self.url, request_id=self.request_id))
+        header = frames.header or (0, 0, 0, 0, 0, 0, 0)
+        if header[4] == _OP_CLOSE:
+            if frames.needs_mask():
+                frames.recv_mask()
+            payload = frames.recv_strict(length)
+            if header[5] and frames.mask_value:
+                payload = websocket.ABNF.mask(frames.mask_value, payload)
+            frames.clear()
+            return 1, _OP_CLOSE, payload
+        frame = frames.recv_frame()
+        data = frame.data
+        return frame.fin, frame.opcode, data if isinstance(data, bytes) else data.encode()
+
+    def recv(self) -> Message | None:
+        """The next message; None once the session ended normally (close 1000) or locally.
+
+        Raises TetherError with the classified close, the lost connection, or
+        keepalive-timeout. Pings are answered here; pongs only count as traffic.
+        """
+        if self._outcome is not None:
+            self._result()
+            return None
+        with self._read_lock:
+            if self._outcome is not None:
+                self._result()
+                return None
+            try:
+                while True:
+                    fin, opcode, data = self._next_frame()
+                    if opcode in (OPCODE_BINARY, OPCODE_TEXT, _OP_CONT):
+                        message = self._assemble(fin, opcode, data)
+                        if message is not None:
+                            return message
+                    elif opcode == _OP_CLOSE:
+                        self._on_close(data)
+                        self._result()
+                        return None
+                    elif opcode == _OP_PING:
+                        self._control(_OP_PONG, data[:125])
+            except Exception as exc:
+                self._end(self._reader_failure(exc))
+                if isinstance(self._outcome, Failure) and not isinstance(exc, TetherError):
+                    raise TetherError(self._outcome) from exc
+                self._result()
+                return None
+
+    def ready(self) -> bool:
+        """Whether more of the stream has already arrived, so that ``recv`` would likely not wait.
+
+        For a reader that batches its output: it flushes when this is False.
+        """
+        if self._rpos < len(self._rbuf) or self._outcome is not None:
+            return True
+        pending = getattr(self._sock, "pending", None)
+        if pending is not None and pending():
+            return True
+        try:
+            return bool(select.select([self._sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True  # recv() finds out what is wrong
+
+    def _assemble(self, fin: int, opcode: int, data: bytes) -> Message | None:
+        if opcode != _OP_CONT:
+            if self._fragments:
+                raise websocket.WebSocketProtocolException("a new message began inside another")
+            if fin:
+                return Message(opcode, data)
+            self._fragment_op, self._fragments, self._fragment_size = opcode, [data], len(data)
+            return None
+        if not self._fragments:
+            raise websocket.WebSocketProtocolException("a continuation frame without a message")
+        self._fragments.append(data)
+        self._fragment_size += len(data)
+        if self._fragment_size > self._max_message:
+            raise TetherError(Failure.of(
+                Code.MESSAGE_TOO_BIG, Phase.SESSION,
+                f"The gateway sent a message of more than {self._max_message} bytes.",
+                url=self.url, request_id=self.request_id))
+        if not fin:
+            return None
+        whole = b"".join(self._fragments)
+        self._fragments, self._fragment_size = [], 0
+        return Message(self._fragment_op, whole)
+
+    def _on_close(self, payload: bytes) -> None:
+        """Record the peer's close frame, answer it, and end the connection."""
+        code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+        reason = payload[2:].decode("utf-8", errors="replace")
+        self.close_code, self.close_reason = code, reason
+        echo = struct.pack("!H", code) if code is not None and 1000 <= code < 5000 else b""
+        with contextlib.suppress(Exception):
+            self._control(_OP_CLOSE, echo, wait=_CLOSE_WAIT)
+        if self._closing or code == 1000:
+            self._end(_NORMAL)
+        else:
+            failure = self._ctx.close(1005 if code is None else code, reason)
+            self._end(failure.replace(request_id=failure.request_id or self.request_id))
+
+    def _reader_failure(self, exc: BaseException) -> Failure | str:
+        if self._outcome is not None:
+            return self._outcome
+        if self._closing:
+            return _NORMAL
+        if isinstance(exc, TetherError):
+            return exc.failure
+        if self._dead or isinstance(exc, TimeoutError | websocket.WebSocketTimeoutException):
+            return self._keepalive_failure()
+        failure = self._ctx.exception(exc, Phase.SESSION)
+        return failure.replace(request_id=failure.request_id or self.request_id)
+
+    def _keepalive_failure(self) -> Failure:
+        return Failure.of(Code.KEEPALIVE_TIMEOUT, Phase.SESSION,
+                          f"Nothing, not even a pong, arrived from the gateway for "
+                          f"{self._keepalive_timeout:g} s.", url=self.url,
+                          request_id=self.request_id)
+
+    def _result(self) -> None:
+        outcome = self._outcome
+        if isinstance(outcome, Failure):
+            raise TetherError(outcome)
+
+    def _end(self, outcome: Failure | str) -> None:
+        """Record how the connection ended (first outcome wins) and release the socket."""
+        with self._state_lock:
+            if self._outcome is None:
+                self._outcome = outcome
+        self._ended.set()
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+
+    # --- writing ------------------------------------------------------------------------
+
+    def send_binary(self, data: bytes) -> None:
+        """Send one binary message. Raises TetherError, or Closed after a normal end."""
+        self._send(OPCODE_BINARY, data)
+
+    def send_text(self, text: str) -> None:
+        """Send one text message. Raises TetherError, or Closed after a normal end."""
+        self._send(OPCODE_TEXT, text.encode("utf-8"))
+
+    def _send(self, opcode: int, payload: bytes) -> None:
+        if self._outcome is not None or self._closing:
+            self._raise_ended()
+        raw = websocket.ABNF.create_frame(payload, opcode).format()
+        try:
+            with self._send_lock:
+                self._sendall(raw)
+        except Exception as exc:
+            self._settle(exc)
+            self._raise_ended(exc)
+
+    def _control(self, opcode: int, payload: bytes, wait: float | None = None) -> None:
+        raw = websocket.ABNF.create_frame(payload, opcode).format()
+        if self._send_lock.acquire(timeout=-1 if wait is None else wait):
+            try:
+                self._sendall(raw)
+            finally:
+                self._send_lock.release()
+
+    def _sendall(self, raw: bytes) -> None:
+        if not self._tls:
+            self._sock.sendall(raw)
+            return
+        view = memoryview(raw)
+        while view:
+            view = view[self._tls_io(functools.partial(self._sock.send, view)):]
+
+    def _recv_tls(self) -> bytes:
+        return self._sock.recv(_READ_SIZE)
+
+    def _tls_io(self, call: Callable[[], Any]) -> Any:
+        """``call()`` on the non-blocking TLS socket under the lock, waiting in select()."""
+        end = None if self._timeout is None else time.monotonic() + self._timeout
+        while True:
+            with self._tls_lock:
+                try:
+                    return call()
+                except ssl.SSLWantReadError:
+                    want: tuple[list[socket.socket], list[socket.socket]] = ([self._sock], [])
+                except (ssl.SSLWantWriteError, BlockingIOError):
+                    want = ([], [self._sock])
+            left = None if end is None else end - time.monotonic()
+            if (left is not None and left <= 0) or not any(select.select(*want, [], left)):
+                raise TimeoutError("the socket timed out")
+
+    def _settle(self, exc: BaseException) -> None:
+        """After a failed send: find the close frame the peer may have sent, then end."""
+        if self._outcome is None:
+            self._await_close()
+        if self._outcome is None:
+            self._end(self._reader_failure(exc))
+
+    def _await_close(self) -> None:
+        """Read the peer's close frame here, or let the reader thread read it; bounded."""
+        if self._read_lock.acquire(blocking=False):
+            try:
+                self._drain(time.monotonic() + _CLOSE_WAIT)
+            finally:
+                self._read_lock.release()
+        else:
+            self._ended.wait(_CLOSE_WAIT)
+
+    def _drain(self, until: float) -> None:
+        """Read (and drop) frames until the peer's close frame, an error, or ``until``."""
+        with contextlib.suppress(Exception):
+            for _ in range(10_000):
+                left = until - time.monotonic()
+                if left <= 0 or self._outcome is not None:
+                    return
+                if self._tls:
+                    self._timeout = left
+                else:
+                    self._sock.settimeout(left)
+                _, opcode, data = self._next_frame()
+                if opcode == _OP_CLOSE:
+                    self._on_close(data)
+                    return
+
+    def _raise_ended(self, exc: BaseException | None = None) -> None:
+        outcome = self._outcome
+        if isinstance(outcome, Failure):
+            raise TetherError(outcome) from exc
+        raise Closed(self.close_code, self.close_reason or "") from exc
+
+    # --- keepalive and close -----------------------------------------------------------------
+
+    def _keepalive(self, interval: float, timeout: float) -> None:
+        tick = min(x for x in (interval, timeout / 4) if x > 0)
+        last_ping = time.monotonic()
+        while not self._ended.wait(tick):
+            now = time.monotonic()
+            if timeout > 0 and now - self._last_rx >= timeout:
+                self._dead = True
+                self._end(self._keepalive_failure())
+                return
+            if interval > 0 and now - last_ping >= interval:
+                last_ping = now
+                try:
+                    self._control(_OP_PING, b"", wait=tick)
+                except Exception:
+                    return  # the reader sees why
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the WebSocket (sending ``code`` and ``reason``) and wait briefly for the peer."""
+        if self._outcome is not None or self._closing:
+            return
+        self._closing = True
+        payload = struct.pack("!H", code) + reason.encode("utf-8")[:123]
+        with contextlib.suppress(Exception):
+            self._control(_OP_CLOSE, payload, wait=_CLOSE_WAIT)
+        self._await_close()
+        self._end(_NORMAL)
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection has ended, for whatever reason."""
+        return self._outcome is not None
