@@ -13,8 +13,8 @@ from bench.harness import Results
 
 #: Suites in the order they run; each module has ``run(results, runs, quick=...)`` or
 #: ``run(results, runs)``.
-SUITES = ["startup", "forward", "tether_forward", "shell", "tether_shell", "errors_exit",
-          "tether_logs", "gateway_load"]
+SUITES = ["startup", "masking", "client_io", "forward", "tether_forward", "shell", "tether_shell",
+          "errors_exit", "tether_logs", "gateway_load", "gateways"]
 
 
 def main(argv: list[str] | None = None) -> int:

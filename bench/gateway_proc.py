@@ -41,21 +41,23 @@ class GatewayProcess:
 
 @contextlib.contextmanager
 def running_gateway(directory: Path, config: str, *, role: str = "Deployer",
-                    extra_args: tuple[str, ...] = ()) -> Iterator[GatewayProcess]:
+                    extra_args: tuple[str, ...] = (),
+                    state: str | None = None) -> Iterator[GatewayProcess]:
     """``tether gateway serve`` with ``config`` (TOML) on a free loopback port; stopped by PID.
 
-    The token handed out is an API token with ``role``.
+    The token handed out is an API token with ``role``. ``state``: a directory or a
+    ``postgresql://`` URL (default: ``directory/state``).
     """
-    state = directory / "state"
+    state = state or str(directory / "state")
     config_file = directory / "gateway.toml"
     config_file.write_text(config, encoding="utf-8")
     tether = tether_command()
     plain = client_environment(directory)
     token = subprocess.run([*tether, "gateway", "token", "create", "--role", role,
-                            "--name", "bench", "--state-dir", str(state)], env=plain,
+                            "--name", "bench", "--state", state], env=plain,
                            capture_output=True, text=True, timeout=30, check=True).stdout.strip()
     proc = subprocess.Popen([*tether, "gateway", "serve", "--config", str(config_file),
-                             "--port", "0", "--state-dir", str(state), *extra_args],
+                             "--port", "0", "--state", state, *extra_args],
                             env=plain, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     try:

@@ -3,68 +3,92 @@
 
 __tether_commands() {  # subcommands of command $1
     case $1 in
-        '') echo 'errors demo shell logs port-forward status doctor auth gateway' ;;
-        'auth') echo 'login status logout token' ;;
-        'gateway') echo 'serve approve deny pending token' ;;
+        '') echo 'shell exec logs port-forward status doctor errors version demo auth gateway completion' ;;
+        'auth') echo 'login switch status logout token' ;;
+        'gateway') echo 'serve approve deny pending audit token keys logins' ;;
         'gateway token') echo 'create list revoke' ;;
+        'gateway keys') echo 'list rotate' ;;
+        'gateway logins') echo 'list revoke' ;;
+        'completion') echo 'bash zsh fish' ;;
     esac
 }
 
 __tether_options() {  # options of command $1, global ones included
     case $1 in
-        '') echo '--version --install-completion --show-completion --help' ;;
-        'errors') echo '--help' ;;
-        'demo') echo '--serve --help' ;;
-        'shell') echo '--instance --tty -t --no-tty -T --help' ;;
-        'logs') echo '--follow -f --since --tail --timestamps --instance --no-prefix --raw --help' ;;
-        'port-forward') echo '--address --instance --help' ;;
-        'status') echo '--help' ;;
-        'doctor') echo '--help' ;;
-        'auth') echo '--help' ;;
-        'auth login') echo '--context --help' ;;
-        'auth status') echo '--help' ;;
-        'auth logout') echo '--help' ;;
-        'auth token') echo '--help' ;;
-        'gateway') echo '--help' ;;
-        'gateway serve') echo '--config -c --listen --port --state-dir --tls-cert --tls-key --insecure-listen --help' ;;
-        'gateway approve') echo '--role --user --state-dir --help' ;;
-        'gateway deny') echo '--state-dir --help' ;;
-        'gateway pending') echo '--state-dir --help' ;;
-        'gateway token') echo '--help' ;;
-        'gateway token create') echo '--role --name --state-dir --help' ;;
-        'gateway token list') echo '--state-dir --help' ;;
-        'gateway token revoke') echo '--state-dir --help' ;;
+        '') echo '--version --install-completion --show-completion --help -h' ;;
+        'shell') echo '--instance --tty -t --no-tty -T --help -h' ;;
+        'exec') echo '--instance --tty -t --no-tty -T --help -h' ;;
+        'logs') echo '--follow -f --since --tail --timestamps --instance --no-prefix --prefix --raw --help -h' ;;
+        'port-forward') echo '--address --instance --help -h' ;;
+        'status') echo '--help -h' ;;
+        'doctor') echo '--help -h' ;;
+        'errors') echo '--help -h' ;;
+        'version') echo '--help -h' ;;
+        'demo') echo '--serve --help -h' ;;
+        'auth') echo '--help -h' ;;
+        'auth login') echo '--help -h' ;;
+        'auth switch') echo '--help -h' ;;
+        'auth status') echo '--help -h' ;;
+        'auth logout') echo '--help -h' ;;
+        'auth token') echo '--help -h' ;;
+        'gateway') echo '--help -h' ;;
+        'gateway serve') echo '--config -c --listen --port --state --state-dir --tls-cert --tls-key --insecure-listen --help -h' ;;
+        'gateway approve') echo '--role --user --state --state-dir --help -h' ;;
+        'gateway deny') echo '--state --state-dir --help -h' ;;
+        'gateway pending') echo '--state --state-dir --help -h' ;;
+        'gateway audit') echo '--limit --state --state-dir --help -h' ;;
+        'gateway token') echo '--help -h' ;;
+        'gateway token create') echo '--role --name --state --state-dir --help -h' ;;
+        'gateway token list') echo '--state --state-dir --help -h' ;;
+        'gateway token revoke') echo '--state --state-dir --help -h' ;;
+        'gateway keys') echo '--help -h' ;;
+        'gateway keys list') echo '--state --state-dir --help -h' ;;
+        'gateway keys rotate') echo '--state --state-dir --help -h' ;;
+        'gateway logins') echo '--help -h' ;;
+        'gateway logins list') echo '--state --state-dir --help -h' ;;
+        'gateway logins revoke') echo '--state --state-dir --help -h' ;;
+        'completion') echo '--help -h' ;;
+        'completion bash') echo '--help -h' ;;
+        'completion zsh') echo '--help -h' ;;
+        'completion fish') echo '--help -h' ;;
     esac
-    echo '--output -o --verbose -v --gateway --retry-for --connect-timeout --ca-cert --insecure --keepalive-interval --keepalive-timeout'
+    echo '--output -o --verbose -v --gateway --context --retry-for --connect-timeout --ca-cert --insecure --keepalive-interval --keepalive-timeout'
 }
 
 __tether_value() {  # what option $2 of command $1 takes
     case $1\|$2 in
-        'shell|--instance') echo 'any' ;;
+        'shell|--instance') echo 'instance' ;;
+        'exec|--instance') echo 'instance' ;;
         'logs|--since') echo 'any' ;;
         'logs|--tail') echo 'any' ;;
-        'logs|--instance') echo 'any' ;;
+        'logs|--instance') echo 'instance' ;;
         'port-forward|--address') echo 'any' ;;
-        'port-forward|--instance') echo 'any' ;;
-        'auth login|--context') echo 'any' ;;
+        'port-forward|--instance') echo 'instance' ;;
         'gateway serve|--config'|'gateway serve|-c') echo 'file' ;;
         'gateway serve|--listen') echo 'any' ;;
         'gateway serve|--port') echo 'any' ;;
-        'gateway serve|--state-dir') echo 'dir' ;;
+        'gateway serve|--state'|'gateway serve|--state-dir') echo 'any' ;;
         'gateway serve|--tls-cert') echo 'file' ;;
         'gateway serve|--tls-key') echo 'file' ;;
         'gateway approve|--role') echo 'any' ;;
         'gateway approve|--user') echo 'any' ;;
-        'gateway approve|--state-dir') echo 'dir' ;;
-        'gateway deny|--state-dir') echo 'dir' ;;
-        'gateway pending|--state-dir') echo 'dir' ;;
+        'gateway approve|--state'|'gateway approve|--state-dir') echo 'any' ;;
+        'gateway deny|--state'|'gateway deny|--state-dir') echo 'any' ;;
+        'gateway pending|--state'|'gateway pending|--state-dir') echo 'any' ;;
+        'gateway audit|--limit') echo 'any' ;;
+        'gateway audit|--state'|'gateway audit|--state-dir') echo 'any' ;;
         'gateway token create|--role') echo 'any' ;;
         'gateway token create|--name') echo 'any' ;;
-        'gateway token create|--state-dir') echo 'dir' ;;
-        'gateway token list|--state-dir') echo 'dir' ;;
-        'gateway token revoke|--state-dir') echo 'dir' ;;
+        'gateway token create|--state'|'gateway token create|--state-dir') echo 'any' ;;
+        'gateway token list|--state'|'gateway token list|--state-dir') echo 'any' ;;
+        'gateway token revoke|--state'|'gateway token revoke|--state-dir') echo 'any' ;;
+        'gateway keys list|--state'|'gateway keys list|--state-dir') echo 'any' ;;
+        'gateway keys rotate|--state'|'gateway keys rotate|--state-dir') echo 'any' ;;
+        'gateway logins list|--state'|'gateway logins list|--state-dir') echo 'any' ;;
+        'gateway logins revoke|--state'|'gateway logins revoke|--state-dir') echo 'any' ;;
         *'|--output'|*'|-o') echo 'choice text json' ;;
         *'|--gateway') echo 'any' ;;
+        *'|--context') echo 'context' ;;
         *'|--retry-for') echo 'any' ;;
         *'|--connect-timeout') echo 'any' ;;
         *'|--ca-cert') echo 'file' ;;
@@ -76,38 +100,43 @@ __tether_value() {  # what option $2 of command $1 takes
 
 __tether_argument() {  # what positional $2 of command $1 takes
     case $1\|$2 in
-        'errors|0') echo 'any' ;;
-        'demo|0') echo 'choice shell logs port-forward' ;;
         'shell|0') echo 'service' ;;
         'shell|1') echo 'any' ;;
         'shell|'*) echo 'any' ;;
+        'exec|0') echo 'service' ;;
+        'exec|1') echo 'any' ;;
+        'exec|'*) echo 'any' ;;
         'logs|0') echo 'service' ;;
         'port-forward|0') echo 'service' ;;
         'port-forward|1') echo 'any' ;;
         'port-forward|'*) echo 'any' ;;
         'status|0') echo 'service' ;;
+        'errors|0') echo 'any' ;;
+        'demo|0') echo 'choice shell logs port-forward' ;;
         'auth login|0') echo 'any' ;;
+        'auth switch|0') echo 'context' ;;
         'gateway approve|0') echo 'any' ;;
         'gateway deny|0') echo 'any' ;;
         'gateway token revoke|0') echo 'any' ;;
+        'gateway logins revoke|0') echo 'any' ;;
         *) echo none ;;
     esac
 }
 
 __tether_is_global() {  # whether $1 is accepted anywhere
     case $1 in
-        '--output'|'-o'|'--verbose'|'-v'|'--gateway'|'--retry-for'|'--connect-timeout'|'--ca-cert'|'--insecure'|'--keepalive-interval'|'--keepalive-timeout') return 0 ;;
+        '--output'|'-o'|'--verbose'|'-v'|'--gateway'|'--context'|'--retry-for'|'--connect-timeout'|'--ca-cert'|'--insecure'|'--keepalive-interval'|'--keepalive-timeout') return 0 ;;
     esac
     return 1
 }
 
-__tether_services() {
-    command tether completion services "$@" 2>/dev/null
+__tether_names() {  # what a hidden helper lists: services, instances SERVICE, contexts
+    command tether completion "$@" 2>/dev/null
 }
 
 _tether() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
-    local path='' pending='' option='' prefix='' kind='' word commands i n=0
+    local path='' pending='' option='' prefix='' kind='' first='' word commands i n=0
     local -a globals=()
     for ((i = 1; i < COMP_CWORD; i++)); do
         word=${COMP_WORDS[i]}
@@ -130,7 +159,9 @@ _tether() {
         if [[ " $(__tether_commands "$path") " == *" $word "* ]]; then
             path=${path:+$path }$word
             n=0
+            first=''
         else
+            ((n == 0)) && first=$word
             n=$((n + 1))
         fi
     done
@@ -160,8 +191,11 @@ _tether() {
         kind=$(__tether_argument "$path" "$n")
     fi
     case $kind in
-        service)
-            commands=$(__tether_services "${globals[@]}")
+        service|context)
+            commands=$(__tether_names "${kind}s" "${globals[@]}")
+            COMPREPLY=($(compgen -P "$prefix" -W "$commands" -- "$cur")) ;;
+        instance)
+            commands=$(__tether_names instances "$first" "${globals[@]}")
             COMPREPLY=($(compgen -P "$prefix" -W "$commands" -- "$cur")) ;;
         choice\ *) COMPREPLY=($(compgen -P "$prefix" -W "${kind#choice }" -- "$cur")) ;;
         file) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -P "$prefix" -f -- "$cur")) ;;

@@ -9,7 +9,8 @@ function of a :class:`Peer`::
 
 Behaviours can answer any status with any headers and body, accept and never
 answer, upgrade then go silent, send a close frame, drop without one, answer
-101 without a subprotocol, trickle bytes, announce a longer body than they send.
+101 without a subprotocol, trickle bytes, announce a longer body than they send,
+answer every request with a captive portal's sign-in page (:func:`portal`).
 The server counts connections, records requests, stops itself after
 ``lifetime`` seconds, and runs only daemon threads, all stopped by ``stop()``.
 :class:`ConnectProxy` is a tiny HTTP proxy (CONNECT, and plain requests in
@@ -288,6 +289,14 @@ def problem(status: int, code: str, detail: str = "", **extra: object) -> Behavi
     body = {"type": f"https://tether.dev/errors/{code}", "title": code, "status": status,
             "detail": detail, "code": code, **extra}
     return respond(status, headers, json.dumps(body).encode())
+
+
+def portal(title: str, text: str = "Accept the terms of use to continue.") -> Behaviour:
+    """A captive portal's or a sign-in page's answer: 200 with an HTML page, whatever was asked."""
+    page = (f"<!doctype html><html><head><title>{title}</title></head><body>"
+            f"<h1>{title}</h1><p>{text}</p><form method=post><button>Accept</button></form>"
+            "</body></html>").encode()
+    return respond(200, [("Content-Type", "text/html; charset=utf-8")], page)
 
 
 def short_body(status: int, announced: int, body: bytes, then: str = "hang") -> Behaviour:

@@ -166,12 +166,16 @@ backend gateways
 
 
 @contextlib.contextmanager
-def tinyproxy(directory: Path, *, connect_ports: Sequence[int] = ()) -> Iterator[Middlebox]:
-    """tinyproxy as a forward proxy; with ``connect_ports``, CONNECT only to those ports."""
+def tinyproxy(directory: Path, *, connect_ports: Sequence[int] = (),
+              basic_auth: tuple[str, str] | None = None) -> Iterator[Middlebox]:
+    """tinyproxy as a forward proxy; with ``connect_ports``, CONNECT only to those ports;
+    with ``basic_auth`` (user, password), 407 to a client that does not give them."""
     binary = require("tinyproxy", "tinyproxy")
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     allowed = "".join(f"ConnectPort {p}\n" for p in connect_ports)  # none: every port
+    if basic_auth is not None:
+        allowed += f"BasicAuth {basic_auth[0]} {basic_auth[1]}\n"
     user = "User nobody\nGroup nogroup\n" if os.geteuid() == 0 else ""
     (directory / "tinyproxy.conf").write_text(f"""{user}Port {port}
 Listen 127.0.0.1

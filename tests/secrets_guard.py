@@ -119,6 +119,7 @@ def _patch_minting() -> None:
     from tether.gateway.oauth import OAuth
     from tether.gateway.state import StateStore
     from tether.gateway.tokens import TokenService
+    from tether.store.postgres import PostgresStore
 
     for owner, name, kind in ((TokenService, "mint_jwt", "JWT"),
                               (TokenService, "create_api_token", "API token"),
@@ -126,14 +127,19 @@ def _patch_minting() -> None:
         method = getattr(owner, name)
         if not getattr(method, "__secrets_guard__", False):
             setattr(owner, name, _registering(method, kind))
-    init = StateStore.__init__
+    for store in (StateStore, PostgresStore):
+        _patch_store(store)
+
+
+def _patch_store(store: Any) -> None:
+    init = store.__init__
     if not getattr(init, "__secrets_guard__", False):
         @functools.wraps(init)
         def state_init(self: Any, *args: Any, **kwargs: Any) -> None:
             init(self, *args, **kwargs)
             register_secret(self.secret, "signing secret")
         state_init.__secrets_guard__ = True  # type: ignore[attr-defined]
-        StateStore.__init__ = state_init  # type: ignore[method-assign]
+        store.__init__ = state_init
 
 
 class _Recorder(logging.Handler):

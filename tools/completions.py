@@ -7,9 +7,14 @@ The tree (commands, subcommands, options, which options take a value, choices,
 files, SERVICE arguments) is read from the Click command that Typer builds, so
 a new command or option changes the scripts and the check fails until they
 are regenerated. Each script carries the tree as small lookup functions and
-one walker that finds the command path under the cursor; a SERVICE argument
-runs ``tether completion services`` with the global options typed so far.
-Global options (those ``tether`` accepts anywhere) are offered at every level.
+one walker that finds the command path under the cursor. Words that depend on
+the gateway or the config file come from hidden helpers, run with the global
+options typed so far: a SERVICE argument from ``tether completion services``,
+an ``--instance`` value from ``tether completion instances SERVICE`` (the
+first argument typed after the command), a context (``--context``, ``auth
+switch``) from ``tether completion contexts``. Global options (those
+``tether`` accepts anywhere) are offered at every level. The wheel ships the
+scripts as ``tether/completions/``; ``tether completion SHELL`` prints one.
 """
 
 from __future__ import annotations
@@ -20,14 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tether.cli.commands.completion import SCRIPTS
 from tether.cli.options import is_global
 
-SCRIPTS = {"bash": "tether.bash", "zsh": "_tether", "fish": "tether.fish"}
+__all__ = ["SCRIPTS", "Tree", "drifted", "read_tree", "render_all"]
 GENERATED = ("Generated from the command tree by `python -m tools.completions --write`; "
              "do not edit.")
 _HELP_LIMIT = 70
 _FILE_METAVARS = frozenset({"FILE", "PATH"})
 _DIR_METAVARS = frozenset({"DIR", "DIRECTORY"})
+#: Parameters whose values a hidden helper lists: what the scripts ask it for.
+_NAMED_KINDS = {"service": "service", "instance": "instance", "context": "context"}
 
 
 @dataclass(frozen=True)
@@ -36,7 +44,7 @@ class Option:
 
     names: tuple[str, ...]
     help: str
-    value: str  # "flag", "any", "file", "dir" or "choice a b c"
+    value: str  # "flag", "any", "file", "dir", "choice a b c", "instance" or "context"
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,8 @@ def _first_line(text: str | None) -> str:
 def _value_kind(param: Any) -> str:
     if getattr(param, "is_flag", False):
         return "flag"
+    if param.name in ("instance", "context"):
+        return _NAMED_KINDS[param.name]
     desc = getattr(param, "type_descriptor", None)
     choices = getattr(desc, "choices", None) if desc is not None else None
     if choices:
@@ -92,6 +102,8 @@ def _argument_kind(param: Any) -> str:
     metavar = (getattr(param, "metavar", None) or "").strip("[]").upper()
     if param.name == "service" or metavar == "SERVICE":
         return "service"
+    if param.name in _NAMED_KINDS:
+        return _NAMED_KINDS[param.name]
     return _value_kind(param)
 
 
@@ -115,7 +127,7 @@ def _walk(command: Any, path: tuple[str, ...], out: list[Command]) -> None:
             continue  # offered everywhere already; the root's copy is the one read
         else:
             options.append(_option(param))
-    options.append(Option(("--help",), "Show the help and exit", "flag"))
+    options.append(Option(("--help", "-h"), "Show the help and exit", "flag"))
     subcommands = getattr(command, "commands", {})
     visible = [(name, sub) for name, sub in subcommands.items() if not sub.hidden]
     out.append(Command(path, _first_line(command.help),
@@ -194,13 +206,13 @@ def _global_names(tree: Tree) -> list[str]:
 
 
 _BASH_MAIN = r"""
-__tether_services() {
-    command tether completion services "$@" 2>/dev/null
+__tether_names() {  # what a hidden helper lists: services, instances SERVICE, contexts
+    command tether completion "$@" 2>/dev/null
 }
 
 _tether() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
-    local path='' pending='' option='' prefix='' kind='' word commands i n=0
+    local path='' pending='' option='' prefix='' kind='' first='' word commands i n=0
     local -a globals=()
     for ((i = 1; i < COMP_CWORD; i++)); do
         word=${COMP_WORDS[i]}
@@ -223,7 +235,9 @@ _tether() {
         if [[ " $(__tether_commands "$path") " == *" $word "* ]]; then
             path=${path:+$path }$word
             n=0
+            first=''
         else
+            ((n == 0)) && first=$word
             n=$((n + 1))
         fi
     done
@@ -253,8 +267,11 @@ _tether() {
         kind=$(__tether_argument "$path" "$n")
     fi
     case $kind in
-        service)
-            commands=$(__tether_services "${globals[@]}")
+        service|context)
+            commands=$(__tether_names "${kind}s" "${globals[@]}")
+            COMPREPLY=($(compgen -P "$prefix" -W "$commands" -- "$cur")) ;;
+        instance)
+            commands=$(__tether_names instances "$first" "${globals[@]}")
             COMPREPLY=($(compgen -P "$prefix" -W "$commands" -- "$cur")) ;;
         choice\ *) COMPREPLY=($(compgen -P "$prefix" -W "${kind#choice }" -- "$cur")) ;;
         file) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -P "$prefix" -f -- "$cur")) ;;
@@ -322,8 +339,12 @@ def bash_script(tree: Tree) -> str:
 
 
 _ZSH_MAIN = r"""
+__tether_names() {  # what a hidden helper lists: services, instances SERVICE, contexts
+    command tether completion "$@" 2>/dev/null
+}
+
 _tether() {
-    local path_='' pending='' option='' kind='' word i n=0
+    local path_='' pending='' option='' kind='' first='' word i n=0
     local -a globals candidates
     for ((i = 2; i < CURRENT; i++)); do
         word=${words[i]}
@@ -346,7 +367,9 @@ _tether() {
         if (( ${candidates[(I)${(b)word}:*]} )); then
             path_=${path_:+$path_ }$word
             n=0
+            first=''
         else
+            (( n == 0 )) && first=$word
             n=$((n + 1))
         fi
     done
@@ -371,8 +394,11 @@ _tether() {
         kind=$(__tether_argument "$path_" "$n")
     fi
     case $kind in
-        (service)
-            candidates=(${(f)"$(command tether completion services "${globals[@]}" 2>/dev/null)"})
+        (service|context)
+            candidates=(${(f)"$(__tether_names ${kind}s "${globals[@]}")"})
+            compadd -a candidates ;;
+        (instance)
+            candidates=(${(f)"$(__tether_names instances "$first" "${globals[@]}")"})
             compadd -a candidates ;;
         ('choice '*)
             candidates=(${=kind#choice })
@@ -431,6 +457,7 @@ function __tether_complete --description 'Completions for the tether command lin
     set -l path ''
     set -l pending ''
     set -l globals
+    set -l first ''
     set -l n 0
     for word in $tokens[2..-1]
         if test -n "$pending"
@@ -453,7 +480,9 @@ function __tether_complete --description 'Completions for the tether command lin
         if contains -- $word (__tether_commands "$path" | string replace -r '\t.*' '')
             set path (string trim -- "$path $word")
             set n 0
+            set first ''
         else
+            test $n -eq 0; and set first $word
             set n (math $n + 1)
         end
     end
@@ -481,8 +510,12 @@ function __tether_complete --description 'Completions for the tether command lin
         set kind (__tether_argument "$path" $n)
     end
     switch "$kind"
-        case service
-            for name in (command tether completion services $globals 2>/dev/null)
+        case service context
+            for name in (command tether completion {$kind}s $globals 2>/dev/null)
+                printf '%s%s\n' $prefix $name
+            end
+        case instance
+            for name in (command tether completion instances "$first" $globals 2>/dev/null)
                 printf '%s%s\n' $prefix $name
             end
         case 'choice *'

@@ -50,6 +50,7 @@ class ExitStatus(enum.IntEnum):
 
     OK = 0
     INTERNAL = 1
+    COMMAND_LINE = 2  # the command line was wrong (Click's convention for usage errors)
     USAGE = 64  # EX_USAGE: the request was malformed
     DATA = 65  # EX_DATAERR: the peer spoke something we cannot read
     UNAVAILABLE = 69  # EX_UNAVAILABLE: a service is not reachable or not healthy
@@ -65,7 +66,9 @@ class ExitStatus(enum.IntEnum):
 class Code(enum.StrEnum):
     """Stable failure codes. Scripts may match on them; never renamed."""
 
+    USAGE_ERROR = "usage-error"
     NOT_CONFIGURED = "not-configured"
+    UNKNOWN_CONTEXT = "unknown-context"
     INVALID_URL = "invalid-url"
     NO_CREDENTIALS = "no-credentials"
     KEYRING_UNAVAILABLE = "keyring-unavailable"
@@ -81,9 +84,11 @@ class Code(enum.StrEnum):
     REFRESH_FAILED = "refresh-failed"
     PERMISSION_DENIED = "permission-denied"
     NOT_FOUND = "not-found"
+    PORT_NOT_FORWARDED = "port-not-forwarded"
     RATE_LIMITED = "rate-limited"
     GATEWAY_ERROR = "gateway-error"
     GATEWAY_UNAVAILABLE = "gateway-unavailable"
+    GATEWAY_UNREACHABLE = "gateway-unreachable"
     STATE_UNAVAILABLE = "state-unavailable"
     BACKEND_UNAVAILABLE = "backend-unavailable"
     AGENT_TIMEOUT = "agent-timeout"
@@ -120,9 +125,22 @@ _X = ExitStatus
 _LOGIN = "Run `tether auth login` to sign in again, or set TETHER_TOKEN to a valid API token."
 
 CATALOG: dict[Code, Entry] = {
+    Code.USAGE_ERROR: Entry(
+        "Usage error", (_P.CONFIG,),
+        "the command line was wrong: an unknown command, option or error code, a missing "
+        "argument, a value that does not parse",
+        "Read the message; `tether COMMAND -h` shows what the command accepts.",
+        _R.NEVER, _X.COMMAND_LINE),
     Code.NOT_CONFIGURED: Entry(
         "No gateway configured", (_P.CONFIG,), "no gateway URL is set",
         "Run `tether auth login URL`, pass --gateway URL, or set TETHER_GATEWAY.",
+        _R.NEVER, _X.CONFIG),
+    Code.UNKNOWN_CONTEXT: Entry(
+        "Unknown context", (_P.CONFIG,),
+        "--context, TETHER_CONTEXT, `tether auth switch` or the config file's current-context "
+        "names a context the config file does not have",
+        "Pick one of the contexts listed (`tether auth status` shows them all), or add it "
+        "with `tether auth login URL --context NAME`.",
         _R.NEVER, _X.CONFIG),
     Code.INVALID_URL: Entry(
         "Invalid gateway URL", (_P.CONFIG,),
@@ -145,7 +163,8 @@ CATALOG: dict[Code, Entry] = {
         _R.BUDGET, _X.UNAVAILABLE),
     Code.CONNECTION_REFUSED: Entry(
         "Connection refused", (_P.CONNECT,), "nothing accepts connections at the gateway's port",
-        "Check that the gateway is running at that host and port.",
+        "Check that the gateway is running at that host and port; to wait for one that is "
+        "starting, give --retry-for (e.g. --retry-for 2m).",
         _R.BUDGET, _X.UNAVAILABLE),
     Code.CONNECT_TIMEOUT: Entry(
         "Connection timed out", (_P.CONNECT,),
@@ -194,6 +213,13 @@ CATALOG: dict[Code, Entry] = {
         "Not found", (_P.HANDSHAKE, _P.SESSION), "404 or close 4404: unknown service or instance",
         "Check the service name; `tether status` lists the services the gateway knows.",
         _R.NEVER, _X.UNAVAILABLE),
+    Code.PORT_NOT_FORWARDED: Entry(
+        "Port not open for forwarding", (_P.HANDSHAKE, _P.SESSION),
+        "422 or close 4422 port-not-forwarded: the service does not open that port for "
+        "port-forward",
+        "Forward one of the service's open ports: the message names them, and "
+        "`tether status SERVICE` lists them.",
+        _R.NEVER, _X.UNAVAILABLE),
     Code.RATE_LIMITED: Entry(
         "Rate limited", (_P.HANDSHAKE, _P.SESSION), "429 or close 4429",
         "Wait before trying again; tether waits at least as long as the gateway asks.",
@@ -205,6 +231,14 @@ CATALOG: dict[Code, Entry] = {
     Code.GATEWAY_UNAVAILABLE: Entry(
         "Gateway unavailable", (_P.HANDSHAKE,), "503: the gateway is at capacity or in maintenance",
         "Wait and try again; the gateway is at capacity or in maintenance.",
+        _R.BACKOFF, _X.UNAVAILABLE),
+    Code.GATEWAY_UNREACHABLE: Entry(
+        "Gateway unreachable behind a proxy", (_P.HANDSHAKE,),
+        "a reverse proxy or load balancer in front of the gateway (nginx, HAProxy, ...) "
+        "answered 502, 503 or 504 itself, not with the gateway's problem+json: the gateway "
+        "behind it is down, unreachable from it, or too slow",
+        "Check that the gateway behind the proxy is running and that the proxy points at it; "
+        "tether retries meanwhile.",
         _R.BACKOFF, _X.UNAVAILABLE),
     Code.STATE_UNAVAILABLE: Entry(
         "Gateway state unavailable", (_P.HANDSHAKE,),
@@ -314,6 +348,7 @@ class Failure:
     required_role: str | None = None
     retry_after: float | None = None  # seconds
     request_id: str | None = None
+    answered_by: str | None = None  # a proxy or portal that answered instead of the gateway
     url: str | None = None  # always redacted
     attempts: int | None = None
     cause: BaseException | None = field(default=None, compare=False, repr=False)

@@ -1,22 +1,41 @@
-"""The tether.v1 wire messages (PROTOCOL.md), encoded and decoded. Pure: no I/O.
+"""The tether.v1 and tether.v2 wire messages (docs/protocol.md), encoded and decoded. Pure.
 
 Shared by the client and the gateway. Decoders raise only
 :class:`ProtocolViolation` (a ``ValueError``), except the log decoder, which
 never raises: a bad log record is data to show, not a broken protocol.
+
+tether.v2 keeps v1's binary data frames and control messages and adds the
+messages of resumable sessions: :class:`Resume`, :class:`Resumed` and
+:class:`Ack`, decoded by :func:`decode_control_v2`. Offsets are absolute byte
+counts of one direction's data (the payload of binary frames, without the
+shell's stream byte); their bookkeeping is ``tether.replay``.
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 SUBPROTOCOL = "tether.v1"
 #: Port-forward also offers ``binary`` so that websockify-style bridges accept the handshake.
 PORT_FORWARD_SUBPROTOCOLS = (SUBPROTOCOL, "binary")
 MAX_CLOSE_REASON_BYTES = 123
+
+#: Resumable sessions on /v1/shell and /v1/port-forward; offered before tether.v1.
+SUBPROTOCOL_V2 = "tether.v2"
+SHELL_SUBPROTOCOLS_V2 = (SUBPROTOCOL_V2, SUBPROTOCOL)
+PORT_FORWARD_SUBPROTOCOLS_V2 = (SUBPROTOCOL_V2, *PORT_FORWARD_SUBPROTOCOLS)
+#: The query parameter of a resuming dial (``resume=1``); the id travels in a frame.
+RESUME_PARAM = "resume"
+ACK_BYTES = 32 * 1024  # acknowledge after this many bytes received ...
+ACK_INTERVAL = 0.1  # ... or this many seconds after the first unacknowledged byte
+MAX_OFFSET = 2**53 - 1  # offsets stay exact in every JSON implementation
+DEFAULT_REPLAY_BUFFER = 8 * 1024 * 1024  # bytes kept for the peer, per direction per session
+DEFAULT_GRACE = 120.0  # seconds a gateway keeps a detached session
 
 #: The WebSocket endpoint of each command, and the least role that may use it.
 ENDPOINTS = {"shell": "/v1/shell", "logs": "/v1/logs", "port-forward": "/v1/port-forward"}
@@ -54,6 +73,8 @@ class CloseCode(enum.IntEnum):
     TRY_AGAIN_LATER = 1013  # overloaded: back off
     BAD_GATEWAY = 1014  # a gateway got a bad answer upstream
     TLS_HANDSHAKE = 1015  # local only: the TLS handshake failed
+    SESSION_GONE = 4410  # tether.v2: no such session to resume (expired, ended, unknown)
+    RESUME_LOST = 4416  # tether.v2: the bytes a resume asks for are no longer held
 
 
 #: Codes a peer never sends; seen only as local conclusions.
@@ -141,9 +162,10 @@ class Eof:
 
 @dataclass(frozen=True)
 class SessionStarted:
-    """Gateway to client, first on a shell: the session's id and instance."""
+    """Gateway to client, first on a shell (and on a v2 port-forward): the session's id and
+    instance. With tether.v2 the id is a secret: it never appears in a repr."""
 
-    id: str
+    id: str = field(repr=False)
     instance: str
 
 
@@ -156,10 +178,38 @@ class Exit:
 
 ControlMessage = Resize | Eof | SessionStarted | Exit
 
+
+@dataclass(frozen=True)
+class Resume:
+    """tether.v2, client to gateway, first on a resuming dial: which session, and how many
+    bytes of the gateway's data the client has received."""
+
+    id: str = field(repr=False)
+    received: int
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """tether.v2, gateway to client, the answer to Resume: how many bytes of the client's
+    data the gateway has received. Each side then resends what the other lacks."""
+
+    received: int
+
+
+@dataclass(frozen=True)
+class Ack:
+    """tether.v2, either way: this many bytes of the peer's data have arrived (absolute)."""
+
+    received: int
+
+
+V2Message = ControlMessage | Resume | Resumed | Ack
+
 _MAX_DIMENSION = 65535
+_MAX_ID = 256
 
 
-def encode_control(message: ControlMessage) -> str:
+def encode_control(message: V2Message) -> str:
     """One control message as the JSON text of one frame."""
     body: dict[str, Any]
     match message:
@@ -171,6 +221,12 @@ def encode_control(message: ControlMessage) -> str:
             body = {"type": "session", "id": sid, "instance": instance}
         case Exit(code=code):
             body = {"type": "exit", "code": code}
+        case Resume(id=sid, received=received):
+            body = {"type": "resume", "id": sid, "received": received}
+        case Resumed(received=received):
+            body = {"type": "resumed", "received": received}
+        case Ack(received=received):
+            body = {"type": "ack", "received": received}
     return json.dumps(body, separators=(",", ":"))
 
 
@@ -189,14 +245,25 @@ def _str_field(body: dict[str, Any], name: str) -> str:
     return value
 
 
-def decode_control(text: str | bytes) -> ControlMessage:
-    """Parse one control frame; raises ProtocolViolation when it is not valid tether.v1."""
+def _id_field(body: dict[str, Any]) -> str:
+    value = body.get("id")
+    if not isinstance(value, str) or not 0 < len(value) <= _MAX_ID:
+        raise ProtocolViolation(f"{body.get('type')!s:.20} message: id must be a string of 1 to "
+                                f"{_MAX_ID} characters")
+    return value
+
+
+def _json_object(text: str | bytes) -> dict[str, Any]:
     try:
         body = json.loads(text)
     except (ValueError, RecursionError):
         raise ProtocolViolation("control message is not valid JSON") from None
     if not isinstance(body, dict):
         raise ProtocolViolation("control message is not a JSON object")
+    return body
+
+
+def _v1_message(body: dict[str, Any]) -> ControlMessage | None:
     kind = body.get("type")
     if kind == "resize":
         return Resize(_int_field(body, "cols", 1, _MAX_DIMENSION),
@@ -207,8 +274,66 @@ def decode_control(text: str | bytes) -> ControlMessage:
         return SessionStarted(_str_field(body, "id"), _str_field(body, "instance"))
     if kind == "exit":
         return Exit(_int_field(body, "code", -(2**31), 2**31 - 1))
+    return None
+
+
+def _v2_message(body: dict[str, Any]) -> Resume | Resumed | Ack | None:
+    kind = body.get("type")
+    if kind == "ack":
+        return Ack(_int_field(body, "received", 0, MAX_OFFSET))
+    if kind == "resume":
+        return Resume(_id_field(body), _int_field(body, "received", 0, MAX_OFFSET))
+    if kind == "resumed":
+        return Resumed(_int_field(body, "received", 0, MAX_OFFSET))
+    return None
+
+
+def _unknown(body: dict[str, Any]) -> ProtocolViolation:
+    kind = body.get("type")
     shown = kind if isinstance(kind, str) else type(kind).__name__
-    raise ProtocolViolation(f"unknown control message type {shown[:40]!r}")
+    return ProtocolViolation(f"unknown control message type {shown[:40]!r}")
+
+
+def decode_control(text: str | bytes) -> ControlMessage:
+    """Parse one control frame; raises ProtocolViolation when it is not valid tether.v1."""
+    body = _json_object(text)
+    message = _v1_message(body)
+    if message is None:
+        raise _unknown(body)
+    return message
+
+
+def decode_control_v2(text: str | bytes) -> V2Message:
+    """Parse one tether.v2 control frame (v1's messages and resume, resumed, ack); raises
+    ProtocolViolation when it is not one. Unknown fields are ignored."""
+    body = _json_object(text)
+    message = _v1_message(body) or _v2_message(body)
+    if message is None:
+        raise _unknown(body)
+    return message
+
+
+# --- tether.v2 close reasons -----------------------------------------------------------
+
+SESSION_GONE_CODE = "session-expired"
+RESUME_LOST_CODE = "resume-lost"
+#: The one answer to a resume of a session that is not there, whatever the cause.
+SESSION_GONE_REASON = format_close_reason(
+    SESSION_GONE_CODE, "the session is no longer on the gateway; its state is lost")
+_LOST = re.compile(r"(\d{1,16}) bytes\b")
+
+
+def resume_lost_reason(lost: int) -> str:
+    """The close reason of 4416: ``resume-lost: N bytes of output were lost ...``."""
+    return format_close_reason(
+        RESUME_LOST_CODE, f"{lost} bytes of output were lost beyond the gateway's replay buffer")
+
+
+def lost_bytes(reason: str) -> int | None:
+    """N from a ``resume-lost: N bytes ...`` close reason; None for any other reason."""
+    code, text = parse_close_reason(reason)
+    match = _LOST.match(text) if code == RESUME_LOST_CODE else None
+    return int(match.group(1)) if match else None
 
 
 # --- log records -----------------------------------------------------------------

@@ -43,6 +43,7 @@ from tests.hostile import (
     stay_silent,
     upgrade_then,
 )
+from tests.middleboxes import nginx
 from tether.errors import CATALOG, Code
 from tether.gateway.config import GatewayConfig
 from tether.gateway.runner import RunningGateway
@@ -155,6 +156,21 @@ def read_some(proc: subprocess.Popen[bytes], until: bytes, timeout: float = 10.0
 # --- the scenarios: one per covered code ------------------------------------------------------
 
 
+def s_usage_error(h: Harness) -> Setup:
+    gw, env, token = h.gateway_env()
+    return Setup(env, _total(gw), secrets=[token])
+
+
+def s_unknown_context(h: Harness) -> Setup:
+    gw = h.make_gateway()
+    token = gw.mint_token("Viewer", ttl=300, sub="matrix-viewer")
+    config = h.tmp / "config"
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "config.toml").write_text(
+        f'current-context = "prod"\n\n[contexts.prod]\ngateway = "{gw.url}"\n')
+    return Setup(h.env(None, token), _total(gw), secrets=[token])
+
+
 def s_not_configured(h: Harness) -> Setup:
     return Setup(h.env(None, None))
 
@@ -239,6 +255,12 @@ def s_not_found(h: Harness) -> Setup:
     return Setup(env, _path(gw, "/v1/logs"), secrets=[token])
 
 
+def s_port_not_forwarded(h: Harness) -> Setup:
+    gw, env, token = h.gateway_env("Deployer")
+    return Setup(env, _path(gw, "/v1/port-forward"), fill={"PORT": str(free_port())},
+                 secrets=[token])
+
+
 def s_rate_limited(h: Harness) -> Setup:
     server = h.hostile(problem(429, "rate-limited", "slow down", retry_after=1))
     return Setup(h.env(server.url, "tth_" + "q" * 40), lambda: server.dials)
@@ -256,6 +278,14 @@ def s_gateway_unavailable(h: Harness) -> Setup:
     held = raw_dial(gw.url, "/v1/logs", holder, service="api", follow=1)
     h.stack.callback(held.close)
     return Setup(env, _path(gw, "/v1/logs", less=1), secrets=[token, holder])
+
+
+def s_gateway_unreachable(h: Harness) -> Setup:
+    gw = h.make_gateway()
+    port = gw.port
+    gw.stop()
+    box = h.stack.enter_context(nginx(h.tmp / "nginx", port))
+    return Setup(h.env(box.url, "tth_" + "g" * 40))
 
 
 def s_backend_unavailable(h: Harness) -> Setup:
@@ -352,7 +382,9 @@ def s_interrupted(h: Harness) -> Setup:
 
 
 SCENARIOS: dict[Code, Callable[[Harness], Setup]] = {
+    Code.USAGE_ERROR: s_usage_error,
     Code.NOT_CONFIGURED: s_not_configured,
+    Code.UNKNOWN_CONTEXT: s_unknown_context,
     Code.INVALID_URL: s_invalid_url,
     Code.NO_CREDENTIALS: s_no_credentials,
     Code.KEYRING_UNAVAILABLE: s_keyring_unavailable,
@@ -367,9 +399,11 @@ SCENARIOS: dict[Code, Callable[[Harness], Setup]] = {
     Code.REFRESH_FAILED: s_refresh_failed,
     Code.PERMISSION_DENIED: s_permission_denied,
     Code.NOT_FOUND: s_not_found,
+    Code.PORT_NOT_FORWARDED: s_port_not_forwarded,
     Code.RATE_LIMITED: s_rate_limited,
     Code.GATEWAY_ERROR: s_gateway_error,
     Code.GATEWAY_UNAVAILABLE: s_gateway_unavailable,
+    Code.GATEWAY_UNREACHABLE: s_gateway_unreachable,
     Code.BACKEND_UNAVAILABLE: s_backend_unavailable,
     Code.AGENT_TIMEOUT: s_agent_timeout,
     Code.GATEWAY_RESTARTING: s_gateway_restarting,

@@ -171,8 +171,9 @@ REFUSALS = [
      Code.BACKEND_UNAVAILABLE, True, 69, 502),
     (problem(503, "gateway-unavailable", "maintenance"),
      Code.GATEWAY_UNAVAILABLE, True, 69, 503),
+    # not the gateway's problem+json: something in between answered (issue 15)
     (respond(504, [("Content-Type", "text/plain")], b"upstream timed out"),
-     Code.BACKEND_UNAVAILABLE, True, 69, 504),
+     Code.GATEWAY_UNREACHABLE, True, 69, 504),
     (respond(200, [("Content-Type", "text/html")], b"<html><title>Welcome</title></html>"),
      Code.PROTOCOL_ERROR, False, 65, 200),
     (respond(301, [("Location", "https://login.example/sso")], b""),

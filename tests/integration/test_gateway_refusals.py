@@ -84,11 +84,11 @@ def test_403_viewer_on_shell_names_required_role(gateway: RunningGateway,
     assert 'error="insufficient_scope"' in r.headers["www-authenticate"]
 
 
-def test_403_port_not_allowed(gateway: RunningGateway, deployer_token: str) -> None:
+def test_422_port_not_forwarded(gateway: RunningGateway, deployer_token: str) -> None:
     r = refusal(gateway.url, "/v1/port-forward", deployer_token, service="api", port=1)
-    problem = _problem(403, r.status, r.headers, r.body)
-    assert problem["code"] == "permission-denied"
-    assert "port 1" in problem["detail"]
+    problem = _problem(422, r.status, r.headers, r.body)
+    assert problem["code"] == "port-not-forwarded"
+    assert "port 1" in problem["detail"] and problem["port"] == 1
 
 
 def test_api_tokens_work_and_carry_their_role(gateway: RunningGateway) -> None:

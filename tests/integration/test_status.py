@@ -28,7 +28,8 @@ def test_status_lists_api_healthy(gateway, deployer_token: str, tmp_path: Path) 
     health = json.loads(data.stdout)
     assert health["status"] == "ok"
     assert health["services"] == [{"name": "api", "status": "ok", "healthy": True,
-                                   "instances": health["services"][0]["instances"]}]
+                                   "instances": health["services"][0]["instances"],
+                                   "ports": list(gateway.gateway.config.services["api"].ports)}]
     assert run_tether("status", "api", env=env, timeout=20).returncode == 0
     assert_no_secrets([deployer_token], text.stdout, text.stderr, data.stdout, data.stderr)
 

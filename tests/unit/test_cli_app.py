@@ -93,7 +93,7 @@ def test_errors_json_before_or_after_the_subcommand(args: list[str]) -> None:
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout)
     assert record["code"] == "permission-denied"
-    assert record["exit_status"] == 77 and record["retry"] == "refresh-once"
+    assert record["exit_code"] == 77 and record["retry"] == "refresh-once"
 
 
 def test_output_from_environment() -> None:
@@ -102,14 +102,15 @@ def test_output_from_environment() -> None:
     assert [r["code"] for r in records] == [str(c) for c in Code]
 
 
-def test_unknown_code_suggests_close_matches_and_exits_64() -> None:
+def test_unknown_code_suggests_close_matches_and_is_a_usage_error() -> None:
     proc = tether("errors", "permision-denied")
-    assert proc.returncode == 64
-    assert "permission-denied" in proc.stderr and proc.stdout == ""
+    assert proc.returncode == 2
+    assert "Did you mean permission-denied" in proc.stderr and proc.stdout == ""
     proc = tether("errors", "nonsense-code", "-o", "json")
-    assert proc.returncode == 64
+    assert proc.returncode == 2
     record = json.loads(proc.stderr)
-    assert record["event"] == "error" and record["matches"] == []
+    assert record["event"] == "error" and record["code"] == "usage-error"
+    assert record["exit_code"] == 2 and "Did you mean" not in record["hint"]
 
 
 def test_usage_error_exits_2_with_clicks_message() -> None:
@@ -178,7 +179,7 @@ def test_the_root_options_are_the_table() -> None:
         assert tuple(param.opts) == option.spellings
         assert is_global(option.name) is option.anywhere
         if option.anywhere:
-            assert getattr(Settings(), option.dest) == option.default
+            assert getattr(Settings(), option.dest) == option.value_default
             assert hoist_global_options(["errors", option.name, "x"])[0] == option.name
     assert not is_global("--version") and not is_global("--help") and is_global("-o")
 

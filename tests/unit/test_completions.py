@@ -91,8 +91,9 @@ def test_every_command_and_option_is_in_every_script(name: str) -> None:
             assert f"'{' '.join(path)}'" in text, f"{path} missing from {name}"
         for option in options:
             assert f"{option}" in text, f"{option} of {path} missing from {name}"
-    assert "completion services" in text  # the hidden helper is called for SERVICE ...
-    assert "'completion'" not in text  # ... but never offered
+    # the hidden helpers are called for SERVICE, --instance and contexts ...
+    assert "tether completion" in text and "instances" in text and "contexts" in text
+    assert "'completion services'" not in text  # ... but never offered as commands
 
 
 class Mode(enum.StrEnum):
@@ -150,12 +151,12 @@ def test_completion_services_lists_the_gateways_services(gateway, deployer_token
     assert again.stdout.decode().split() == ["api"]
 
 
-def test_completion_services_is_hidden_from_help(tmp_path: Path) -> None:
-    proc = run_tether("--help", env=tether_env(None, None, tmp_path), timeout=10)
+def test_completion_helpers_are_hidden_from_help(tmp_path: Path) -> None:
+    proc = run_tether("completion", "--help", env=tether_env(None, None, tmp_path), timeout=10)
     assert proc.returncode == 0
-    listed = re.findall(r"^\W*([a-z][\w-]*)\s", proc.stdout.decode(), re.MULTILINE)
-    assert "status" in listed and "doctor" in listed
-    assert "completion" not in listed
+    commands = proc.stdout.decode().partition("Commands:")[2]
+    listed = re.findall(r"^\s+([a-z][\w-]*)\s", commands, re.MULTILINE)
+    assert listed == ["bash", "zsh", "fish"]
 
 
 @pytest.mark.parametrize("server", ["nothing listening", "silent"])
@@ -235,8 +236,9 @@ def test_scripts_complete_commands_options_choices_and_services(shell: str, gate
                                                                 tmp_path: Path) -> None:
     env = tether_env(None, None, tmp_path)
     commands = _complete(shell, "tether ", env)
-    assert {"status", "doctor", "auth", "gateway"} <= set(commands)
-    assert "completion" not in commands
+    assert {"status", "doctor", "auth", "gateway", "exec", "version", "completion"} <= set(
+        commands)
+    assert set(_complete(shell, "tether completion ", env)) == {"bash", "zsh", "fish"}
     assert set(_complete(shell, "tether gateway token ", env)) == {"create", "list", "revoke"}
     assert set(_complete(shell, "tether -o ", env)) == {"text", "json"}
     assert "--output" in _complete(shell, "tether status --", env)
@@ -266,3 +268,19 @@ def test_typer_completion_offers_commands_and_services(gateway, tmp_path: Path) 
                                "COMP_WORDS": "tether status ", "COMP_CWORD": "2"}, timeout=10)
     assert services.stdout.decode().split() == ["api"]
     assert services.stderr == b""
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_scripts_complete_instances_and_contexts(shell: str, gateway, tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "config.toml").write_text(
+        f'current-context = "local"\n\n[contexts.local]\ngateway = "{gateway.url}"\n\n'
+        '[contexts.lab]\ngateway = "https://lab.example"\n')
+    env = tether_env(None, None, tmp_path)
+    assert _complete(shell, "tether logs api --instance ", env) == ["api-1", "api-2"]
+    assert _complete(shell, "tether --context local shell api --instance ", env) == [
+        "api-1", "api-2"]
+    assert _complete(shell, "tether logs nope --instance ", env) == []
+    assert sorted(_complete(shell, "tether --context ", env)) == ["lab", "local"]  # fish sorts
+    assert sorted(_complete(shell, "tether auth switch ", env)) == ["lab", "local"]

@@ -23,7 +23,10 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "tether"
 TERMINAL_LIBRARIES = frozenset({"typer", "click", "rich"})
-SHARED = frozenset({"tether.errors", "tether.text", "tether.protocol", "tether.durations"})
+SHARED = frozenset({"tether.errors", "tether.text", "tether.protocol", "tether.durations",
+                    "tether.replay"})
+#: The gateway's persistence layer (SQLite or PostgreSQL): used by the gateway alone.
+STORE = "tether.store"
 ENTRY_POINT = "tether.__main__"
 #: Modules this long under cli/ are engines unless they use a terminal library.
 ENGINE_LINES = 150
@@ -291,10 +294,24 @@ def test_gateway_imports_only_the_shared_modules_and_its_own() -> None:
     bad = root_imports + [
         i for i in imports() if in_layer(i.module, "tether.gateway")
         and in_layer(i.target, "tether") and i.target != "tether"
-        and not in_layer(i.target, "tether.gateway")
+        and not in_layer(i.target, "tether.gateway") and not in_layer(i.target, STORE)
         and not any(in_layer(i.target, shared) for shared in SHARED)]
     assert not bad, _report(
-        f"the gateway imports only {', '.join(sorted(SHARED))} and tether.gateway", bad)
+        f"the gateway imports only {', '.join(sorted(SHARED))}, {STORE} and tether.gateway", bad)
+
+
+def test_the_store_imports_only_the_shared_modules_and_its_own() -> None:
+    bad = [i for i in imports() if in_layer(i.module, STORE)
+           and in_layer(i.target, "tether") and not in_layer(i.target, STORE)
+           and not any(in_layer(i.target, shared) for shared in SHARED)]
+    assert not bad, _report(f"{STORE} imports only {', '.join(sorted(SHARED))} and itself", bad)
+
+
+def test_only_the_gateway_uses_the_store() -> None:
+    bad = [i for i in imports() if in_layer(i.target, STORE) and not in_layer(i.module, STORE)
+           and not in_layer(i.module, "tether.gateway")
+           and i.module != "tether.cli.commands.gateway"]
+    assert not bad, _report(f"{STORE} is the gateway's: only tether.gateway uses it", bad)
 
 
 def test_long_cli_modules_use_a_terminal_library() -> None:

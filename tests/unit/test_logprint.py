@@ -15,7 +15,7 @@ from tether.cli.commands.logs import since_time
 from tether.cli.output.logprint import PALETTE, LogPrinter, Style, color_of, use_color, write_all
 from tether.client.supervisor import Attempt
 from tether.protocol import BadRecord, LogDecoder, LogRecord, encode_log_batch
-from tether.session.logframes import FrameDecoder
+from tether.session.logframes import decode_frame
 from tether.session.logs import LogSession
 
 
@@ -33,11 +33,10 @@ class Capture:
         self.printer = LogPrinter(self.writes.append, style or Style(), self.warnings.append)
 
     def feed(self, *frames: bytes) -> str | None:
-        decoder = FrameDecoder()
         cursor = None
         for frame in frames:
-            cursor = self.printer.print(decoder.feed(frame)) or cursor
-        return self.printer.print(decoder.finish()) or cursor
+            cursor = self.printer.print(decode_frame(frame)) or cursor
+        return cursor
 
     @property
     def text(self) -> str:
@@ -49,7 +48,7 @@ class Capture:
 
 def test_fast_path_gives_the_same_rows_as_log_decoder() -> None:
     frame = encode_log_batch([record(i, message=f"m {i} é \"q\"") for i in range(300)]).encode()
-    rows = FrameDecoder().feed(frame)
+    rows = decode_frame(frame)
     expected = [(r.cursor, r.ts, r.instance, r.stream, r.message)
                 for r in LogDecoder().feed(frame) if isinstance(r, LogRecord)]
     assert rows == expected and len(rows) == 300
@@ -63,29 +62,37 @@ def test_fast_path_gives_the_same_rows_as_log_decoder() -> None:
     st.just(b'{"cursor":"a","ts":"t","instance":"i","stream":"s","message":"m"},{"b":1}\n'),
 ), max_size=8), st.integers(1, 50))
 @settings(max_examples=200, deadline=None)
-def test_any_split_of_any_lines_decodes_like_log_decoder(lines: list[bytes], cut: int) -> None:
+def test_each_frame_decodes_on_its_own_like_log_decoder(lines: list[bytes], cut: int) -> None:
     data = b"".join(lines)
     frames = [data[i:i + cut] for i in range(0, len(data), cut)]
-    decoder = FrameDecoder()
-    got = [e for f in frames for e in decoder.feed(f)] + decoder.finish()
-    reference = LogDecoder()
-    want = [(e.cursor, e.ts, e.instance, e.stream, e.message) if isinstance(e, LogRecord) else e
-            for f in frames for e in reference.feed(f)] + list(reference.finish())
+    got = [e for f in frames for e in decode_frame(f)]
+    want: list[object] = []
+    for frame in frames:  # a frame's end ends its last line
+        reference = LogDecoder()
+        want += [(e.cursor, e.ts, e.instance, e.stream, e.message)
+                 if isinstance(e, LogRecord) else e
+                 for e in (*reference.feed(frame), *reference.finish())]
     assert got == want
+
+
+def test_a_frame_without_its_trailing_newline_gives_the_same_rows() -> None:
+    frame = encode_log_batch([record(1), record(2)]).encode()
+    rows = decode_frame(frame.removesuffix(b"\n"))
+    assert rows == decode_frame(frame)
+    assert [row[4] for row in rows if isinstance(row, tuple)] == ["line 1", "line 2"]
 
 
 def test_one_bad_line_sends_its_frame_through_the_slow_path_without_losing_records() -> None:
     good = encode_log_batch([record(1), record(2)]).encode()
     frame = good + b"not json\n" + encode_log_batch([record(3)]).encode()
-    entries = FrameDecoder().feed(frame)
+    entries = decode_frame(frame)
     assert [e[4] if isinstance(e, tuple) else e.reason for e in entries] == [
         "line 1", "line 2", "not JSON", "line 3"]
 
 
 def test_a_line_longer_than_the_limit_is_a_bad_record_and_the_stream_goes_on() -> None:
-    decoder = FrameDecoder(max_line=1000)
-    entries = decoder.feed(b"x" * 5000 + b"\n") + decoder.feed(
-        encode_log_batch([record(1)]).encode())
+    entries = decode_frame(b"x" * 5000, max_line=1000) + decode_frame(
+        encode_log_batch([record(1)]).encode(), max_line=1000)
     assert isinstance(entries[0], BadRecord) and "longer" in entries[0].reason
     assert isinstance(entries[1], tuple) and entries[1][4] == "line 1"
 

@@ -72,7 +72,7 @@ def test_any_text_parses_or_raises_value_error(text: str) -> None:
 
 
 def test_addresses() -> None:
-    assert parse_addresses([]) == (("127.0.0.1", False),)
+    assert parse_addresses([]) == (("127.0.0.1", True), ("::1", True))  # kubectl's localhost
     assert parse_addresses(["localhost"]) == (("127.0.0.1", True), ("::1", True))
     assert parse_addresses(["127.0.0.1", "::1", "127.0.0.1"]) == (("127.0.0.1", False),
                                                                  ("::1", False))

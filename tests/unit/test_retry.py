@@ -177,7 +177,7 @@ def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "-1", "5x", "m", "1e400", "1h30m", "nan", "inf", "1,5"])
+@pytest.mark.parametrize("text", ["", "-1", "5x", "m", "1e400", "30m1h", "nan", "inf", "1,5"])
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(text)

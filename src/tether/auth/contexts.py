@@ -3,7 +3,7 @@
 The file is ``config.toml`` in ``TETHER_CONFIG_DIR`` or the platform's user
 config directory. It never holds a secret: tokens live in the keyring only.
 
-    current-context = "prod"
+    current-context = "prod"    # `tether auth switch NAME` changes it
 
     [contexts.prod]
     gateway = "https://gw.example.com"
@@ -234,27 +234,76 @@ class Resolved:
 
     gateway: str
     context: Context | None
-    origin: str  # "--gateway", "TETHER_GATEWAY" or "context NAME"
+    origin: str  # --gateway, --context NAME, TETHER_GATEWAY, TETHER_CONTEXT or context NAME
 
 
-def resolve_gateway(flag: str | None = None, *, env: Mapping[str, str] = os.environ,
+def unknown_context(name: str, config: Config, *, origin: str = "--context") -> TetherError:
+    """The unknown-context failure for ``name``, listing the contexts the config file has."""
+    shown = strip_control(name, limit=100)
+    known = ", ".join(strip_control(n, limit=100) for n in sorted(config.contexts))
+    listed = f"the contexts are: {known}" if known else "there are none yet"
+    return TetherError(Failure.of(
+        Code.UNKNOWN_CONTEXT, Phase.CONFIG,
+        f"{origin} names the context {shown!r}, which the config file does not have; {listed}",
+        hint=(f"Use one of {known} (`tether auth status` lists them), or add {shown!r} with "
+              f"`tether auth login URL --context {shown}`." if known else
+              f"Add it with `tether auth login URL --context {shown}`.")))
+
+
+def context_named(name: str, config: Config, *, origin: str = "--context") -> Context:
+    """The context called ``name``; TetherError(unknown-context) listing the others."""
+    found = config.contexts.get(name)
+    if found is None:
+        raise unknown_context(name, config, origin=origin)
+    return found
+
+
+def switch_context(name: str, config: Config | None = None) -> Context:
+    """Make ``name`` the current context in the config file and return it.
+
+    Raises TetherError(unknown-context) when the file has no such context.
+    """
+    config = load_config() if config is None else config
+    context = context_named(name, config, origin="`tether auth switch`")
+    if config.current_context != name:
+        save_config(replace(config, current_context=name))
+    return context
+
+
+def _resolved(context: Context, origin: str) -> Resolved:
+    return Resolved(normalize_gateway_url(context.gateway), context, origin)
+
+
+def resolve_gateway(flag: str | None = None, *, context: str | None = None,
+                    env: Mapping[str, str] = os.environ,
                     config: Config | None = None) -> Resolved:
-    """The gateway: ``--gateway``, else ``TETHER_GATEWAY``, else the current context.
+    """The gateway, from the first of these that is set.
 
-    Raises TetherError(not-configured) when none is set, (invalid-url) when it is malformed.
+    ``--gateway``; ``--context`` (``context``); ``TETHER_GATEWAY``;
+    ``TETHER_CONTEXT``; the config file's current context. Raises
+    TetherError(not-configured) when none is set, (unknown-context) when a
+    context named is not in the config file, (invalid-url) when the URL is malformed.
     """
     if config is None:
         config = load_config(config_path(env))
     if flag:
         gateway, origin = normalize_gateway_url(flag), "--gateway"
+    elif context:
+        return _resolved(context_named(context, config), f"--context {context}")
     elif env.get("TETHER_GATEWAY"):
         gateway, origin = normalize_gateway_url(env["TETHER_GATEWAY"]), "TETHER_GATEWAY"
+    elif env.get("TETHER_CONTEXT"):
+        name = env["TETHER_CONTEXT"]
+        return _resolved(context_named(name, config, origin="TETHER_CONTEXT"), "TETHER_CONTEXT")
     elif config.current is not None:
         current = config.current
-        return Resolved(normalize_gateway_url(current.gateway), current,
-                        f"context {current.name}")
+        return _resolved(current, f"context {current.name}")
+    elif config.current_context:
+        raise unknown_context(config.current_context, config,
+                              origin=f"the current-context of {config_path(env)}")
     else:
         raise TetherError(Failure.of(Code.NOT_CONFIGURED, Phase.CONFIG,
-                                     "no gateway is set: no --gateway, no TETHER_GATEWAY, "
-                                     "and no current context in the config file"))
+                                     "no gateway is set: no --gateway or --context, no "
+                                     "TETHER_GATEWAY or TETHER_CONTEXT, and no current "
+                                     "context in the config file"))
     return Resolved(gateway, config.context_for(gateway), origin)

@@ -11,7 +11,6 @@ saved only after it arrived.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import threading
@@ -54,6 +53,8 @@ def _busy(gateway: str, what: str) -> TetherError:
 def gateway_lock(gateway: str, lock_dir: Path | None = None,
                  timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
     """Hold the refresh lock of ``gateway``: this process's threads first, then other processes."""
+    import fcntl  # POSIX: imported where used, so that tether.auth loads everywhere
+
     thread_lock = _thread_lock(gateway)
     if not thread_lock.acquire(timeout=timeout):
         raise _busy(gateway, "in this process")

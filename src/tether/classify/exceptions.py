@@ -145,6 +145,14 @@ _DNS_MISSING = _errnos("EAI_NONAME", "EAI_NODATA", "EAI_ADDRFAMILY")
 _DNS_UNREACHABLE = _errnos("EAI_AGAIN", "EAI_FAIL")
 
 
+def name_does_not_exist(failure: Failure) -> bool:
+    """Whether ``failure`` is a dns-failure because DNS has no such name (NXDOMAIN), not
+    because no DNS server answered."""
+    return failure.code is Code.DNS_FAILURE and failure.cause is not None and any(
+        isinstance(exc, socket.gaierror) and exc.errno in _DNS_MISSING
+        for exc in _chain(failure.cause))
+
+
 def _on_gaierror(exc: BaseException, ctx: _Context) -> Failure:
     number = _attr(exc, "errno")
     host = host_of(ctx.raw_url, with_port=False)

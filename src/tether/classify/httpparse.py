@@ -25,6 +25,7 @@ FIELD_LIMIT = 1000  # peer text kept in a field
 NAME_LIMIT = 100  # a service, role or command name
 MAX_HEADER_VALUE = 8192
 _MAX_SERVICES = 50
+_MAX_PORTS = 100
 
 
 _RUNS = re.compile(r"\s{2,}")
@@ -71,6 +72,8 @@ class Problem:
     request_id: str | None = None
     retry_after: float | None = None
     services: tuple[str, ...] = ()
+    port: int | None = None  # the port asked for (port-not-forwarded)
+    ports: tuple[int, ...] = ()  # the ports open for forwarding (port-not-forwarded)
 
 
 def as_body_bytes(body: object) -> bytes:
@@ -97,6 +100,17 @@ def _services(value: object) -> tuple[str, ...]:
         if isinstance(name, str) and (cleaned := clean_peer(name, NAME_LIMIT)):
             names.append(cleaned)
     return tuple(names)
+
+
+def _port(value: object) -> int | None:
+    return value if type(value) is int and 0 < value < 65536 else None
+
+
+def _ports(value: object) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        return ()
+    found = (_port(item) for item in value[:_MAX_PORTS])
+    return tuple(port for port in found if port is not None)
 
 
 def _number(value: object) -> float | None:
@@ -146,6 +160,8 @@ def parse_problem(body: bytes | None, content_type: str | None) -> Problem | Non
         request_id=text_field("request_id", 200),
         retry_after=_number(data.get("retry_after")),
         services=_services(data.get("services")),
+        port=_port(data.get("port")),
+        ports=_ports(data.get("ports")),
     )
 
 

@@ -1,10 +1,14 @@
-"""What the gateway said: an HTTP answer that refused the upgrade, or a close frame. Pure.
+"""What a peer said: an HTTP answer that refused the upgrade, a close frame, a proxy. Pure.
 
 :func:`classify_handshake` and :func:`classify_close` read the status or close
 code (:mod:`tether.classify.status`), let the peer's own word refine it, gather
 the peer's details (problem body, challenge, Retry-After, close reason),
-cleaned and bounded, and word the result (:mod:`tether.classify.wording`).
-Neither raises: any input, however odd, gives a Failure with a sensible code.
+cleaned and bounded, and word the result (:mod:`tether.classify.wording`). An
+answer that came from something in front of the gateway
+(:mod:`tether.classify.middlebox`) is read as that middlebox's and names it.
+:func:`classify_proxy_refusal` and :func:`classify_proxy_unreachable` word a
+forward proxy (``HTTPS_PROXY``) that refused the tunnel or could not be reached.
+None of them raises: any input, however odd, gives a Failure with a sensible code.
 """
 
 from __future__ import annotations
@@ -27,15 +31,18 @@ from tether.classify.httpparse import (
     parse_problem,
     parse_retry_after,
     parse_www_authenticate,
+    safe_str,
 )
+from tether.classify.middlebox import PROGRAMS, from_in_between, identify, is_gateways
 from tether.classify.status import (
     NO_CLOSE_FRAME,
     UNREADABLE_STATUS,
     Reading,
     read_close,
+    read_middlebox,
     read_status,
 )
-from tether.classify.wording import Seen, build, redacted_url, words
+from tether.classify.wording import Seen, build, host_of, redacted_url, sentence, words
 from tether.errors import Code, Failure, Phase
 
 _MAX_HEADERS = 256
@@ -132,6 +139,7 @@ def _headers(headers: object) -> dict[str, str]:
 
 
 _HTML_TITLE = re.compile(r"<title[^>]{0,100}>([^<]{0,300})", re.IGNORECASE)
+_HTML_PARAGRAPH = re.compile(r"<p(?:\s[^>]{0,100})?>([^<]{1,600})", re.IGNORECASE)
 
 
 def _body_words(body: bytes, content_type: str | None) -> tuple[str | None, str | None]:
@@ -147,6 +155,36 @@ def _body_words(body: bytes, content_type: str | None) -> tuple[str | None, str 
         return "a JSON document", None
     first = next((line for line in text.splitlines() if line.strip()), "")
     return "text", words(first)
+
+
+def _page_words(body: bytes, content_type: str | None) -> str | None:
+    """The first paragraph of an HTML page (a proxy's own page says why there)."""
+    text = body[:8192].decode("utf-8", errors="replace")
+    if not looks_like_html(text, content_type):
+        return None
+    match = _HTML_PARAGRAPH.search(text)
+    return words(match.group(1)) if match else None
+
+
+def _in_between(status: int, raw: bytes, content_type: str | None, head: dict[str, str],
+                seen: Seen) -> Reading | None:
+    """The middlebox's reading when something in front of the gateway answered, else None."""
+    if is_gateways(seen.problem):
+        return None
+    named = identify(head, raw)
+    if not from_in_between(status, seen.problem, raw, content_type, named):
+        return None
+    host = host_of(seen.url)
+    if named is None:
+        kind = "the proxy" if status >= 300 else "the server"
+        seen.answered_by = f"{kind} at {host}" if host else None
+    else:
+        seen.answered_by = f"{named} at {host}" if host and named in PROGRAMS else named
+    seen.detail = seen.detail or _page_words(raw, content_type)
+    html = looks_like_html(raw[:8192].decode("utf-8", errors="replace"), content_type)
+    reading = read_middlebox(status, html=html and bool(raw.strip()))
+    seen.reading = reading
+    return reading
 
 
 def classify_handshake(status: int, headers: Mapping[str, str] | Iterable[tuple[str, str]] | None,
@@ -184,6 +222,9 @@ def _handshake(status: int, reading: Reading, headers: object, body: object, see
         seen.services = problem.services
     else:
         seen.body_kind, seen.detail = _body_words(raw, content_type)
+    middlebox = _in_between(status, raw, content_type, head, seen)
+    if middlebox is not None:
+        return build(_status_details(status, middlebox.code, head, raw, seen), seen)
     code = reading.refined(_catalog_code(problem.code if problem else None))
     return build(_status_details(status, code, head, raw, seen), seen)
 
@@ -271,3 +312,60 @@ def _refined_by_words(number: int, code: Code, text: str) -> Code:
     if code is Code.UNAUTHORIZED and number in (1008, 4401) and _EXPIRED.search(text):
         return Code.TOKEN_EXPIRED
     return code
+
+
+# --- a forward proxy (HTTPS_PROXY, HTTP_PROXY) ----------------------------------------------
+
+
+def classify_proxy_refusal(status: int, headers: Mapping[str, str] | Iterable[tuple[str, str]]
+                           | None, body: bytes | None, *, proxy: str, source: str, target: str,
+                           url: str | None = None) -> Failure:
+    """The Failure for a forward proxy that answered CONNECT with something other than 200.
+
+    ``proxy`` is its ``host:port``, ``source`` the variable that named it,
+    ``target`` the ``host:port`` the tunnel was asked to. Always proxy-error.
+    """
+    head = _headers(headers)
+    raw = as_body_bytes(body)
+    named = identify(head, raw)
+    where, variable = clean_peer(proxy, 200), clean_peer(source, 40)
+    who = f"{named} at {where}" if named in PROGRAMS else f"the proxy at {where}"
+    number = _bounded_int(status, 9999)
+    shown = clean_peer(target, 300)
+    if number == 407:
+        seen = Seen.of(Phase.CONNECT, service=None, command=None, role=None, gateway=None,
+                       url=url)
+        seen.answered_by, seen.http_status = who, 407
+        seen.read_as(read_status(407))
+        return build(Code.PROXY_ERROR, seen).replace(hint=(
+            f"Put the proxy's credentials in {variable} (http://USER:PASSWORD@HOST:PORT), or the "
+            "gateway's host in NO_PROXY to go direct."))
+    what = read_status(number).what if number else "an answer that is not HTTP"
+    program = f"{named}, " if named in PROGRAMS else ""
+    message = (f"The proxy at {where} ({program}named by {variable}) refused the tunnel "
+               f"(CONNECT) to {shown}: {what}.")
+    said = _page_words(raw, head.get("content-type")) or _body_words(
+        raw, head.get("content-type"))[1]
+    if said:
+        message += " It says: " + sentence(said)
+    port = shown.rpartition(":")[2]
+    return Failure.of(
+        Code.PROXY_ERROR, Phase.CONNECT, message, http_status=number or None,
+        answered_by=who, url=redacted_url(url),
+        hint=(f"The proxy does not open tunnels to {shown}: ask its operators to allow CONNECT "
+              f"to port {port}, or put the gateway's host in NO_PROXY to go direct."))
+
+
+def classify_proxy_unreachable(exc: BaseException, *, proxy: str, source: str,
+                               url: str | None = None) -> Failure:
+    """The Failure for a forward proxy that could not be connected to (down, or no route)."""
+    where = f"{clean_peer(proxy, 200)} (named by {clean_peer(source, 40)})"
+    why = clean_peer(getattr(exc, "strerror", None) or safe_str(exc), 120)
+    lead = (f"Nothing accepts connections at the proxy {where}"
+            if isinstance(exc, ConnectionRefusedError) else f"Could not connect to the proxy "
+                                                             f"{where}")
+    return Failure.of(
+        Code.PROXY_ERROR, Phase.CONNECT, f"{lead}: {sentence(why)}" if why else f"{lead}.",
+        url=redacted_url(url), cause=exc,
+        hint=(f"Start the proxy or correct {clean_peer(source, 40)}; or put the gateway's host "
+              "in NO_PROXY to go direct."))

@@ -17,6 +17,7 @@ HTTP statuses (handshake phase)::
     403                     permission-denied    names the role needed and the role held
     404                     not-found            lists the services the body names
     407                     proxy-error
+    422                     port-not-forwarded   lists the ports the body names
     429                     rate-limited         retry_after from Retry-After, or the body
     500                     gateway-error
     502, 504                backend-unavailable  cluster-health hint
@@ -24,8 +25,16 @@ HTTP statuses (handshake phase)::
     other                   unexpected-status
 
 A problem body's ``code`` refines the mapping when it names a catalog code that
-fits the status (401 -> token-expired; 502/504 -> agent-timeout or
-target-unreachable; 503 -> gateway-restarting or overloaded).
+fits the status (401 -> token-expired; 403 -> port-not-forwarded; 502/504 ->
+agent-timeout or target-unreachable; 503 -> gateway-restarting or overloaded).
+
+An answer from something in between (:func:`read_middlebox`: no problem body
+of the gateway's, and a proxy named by ``Server``, ``Via`` or its page, or any
+page at all for 502/503/504 and 2xx) reads otherwise::
+
+    502, 503, 504           gateway-unreachable  the proxy could not reach the gateway behind it
+    2xx with an HTML page   protocol-error       a captive portal or a sign-in page
+    other                   as above, worded as the proxy's own answer
 
 Close codes (session phase)::
 
@@ -47,8 +56,9 @@ Close codes (session phase)::
     3000-3999               connection-lost      registered library codes tether does not know:
                                                  transient, so the next dial can say more
     4400-4599               as HTTP status - 4000 (4401 unauthorized, 4403 permission-denied,
-                                                 4404 not-found, 4429 rate-limited, 4500, 4502,
-                                                 4503, 4504; unlisted ones unexpected-status)
+                                                 4404 not-found, 4422 port-not-forwarded,
+                                                 4429 rate-limited, 4500, 4502, 4503, 4504;
+                                                 unlisted ones unexpected-status)
     4000-4399, 4600-4999    protocol-error       private codes outside the tether.v1 scheme
     5000-65535              protocol-error       not a valid close code
 
@@ -84,6 +94,8 @@ class Situation(enum.Enum):
     PROTOCOL_CLOSE = "1002, 1010: the peer saw a protocol error"
     UNDEFINED_CLOSE = "a code tether.v1 does not define"
     UNKNOWN_CLOSE = "3000-3999: a registered code tether does not know"
+    PORTAL = "2xx: an HTML page from something in between, maybe a captive portal"
+    MIDDLEBOX = "a proxy in front of the gateway answered instead of it"
 
 
 _NONE: frozenset[Code] = frozenset()
@@ -94,6 +106,7 @@ PEER_CODES = frozenset({
     Code.NOT_FOUND, Code.RATE_LIMITED, Code.GATEWAY_ERROR, Code.GATEWAY_UNAVAILABLE,
     Code.BACKEND_UNAVAILABLE, Code.AGENT_TIMEOUT, Code.GATEWAY_RESTARTING, Code.OVERLOADED,
     Code.TARGET_UNREACHABLE, Code.MESSAGE_TOO_BIG, Code.PROTOCOL_ERROR, Code.STATE_UNAVAILABLE,
+    Code.PORT_NOT_FORWARDED,
 })
 
 
@@ -119,9 +132,11 @@ _STATUSES: dict[int, tuple[Code, frozenset[Code], Situation | None]] = {
     101: (Code.PROTOCOL_ERROR, _NONE, Situation.BAD_UPGRADE),
     400: (Code.INVALID_REQUEST, frozenset({Code.INVALID_REQUEST}), None),
     401: (Code.UNAUTHORIZED, frozenset({Code.UNAUTHORIZED, Code.TOKEN_EXPIRED}), None),
-    403: (Code.PERMISSION_DENIED, frozenset({Code.PERMISSION_DENIED}), None),
+    403: (Code.PERMISSION_DENIED, frozenset({Code.PERMISSION_DENIED,
+                                              Code.PORT_NOT_FORWARDED}), None),
     404: (Code.NOT_FOUND, frozenset({Code.NOT_FOUND}), None),
     407: (Code.PROXY_ERROR, _NONE, Situation.PROXY_AUTH),
+    422: (Code.PORT_NOT_FORWARDED, frozenset({Code.PORT_NOT_FORWARDED}), None),
     429: (Code.RATE_LIMITED, frozenset({Code.RATE_LIMITED}), None),
     500: (Code.GATEWAY_ERROR, frozenset({Code.GATEWAY_ERROR}), None),
     502: (Code.BACKEND_UNAVAILABLE, _BACKEND, None),
@@ -193,6 +208,26 @@ def read_status(status: int) -> Reading:
     """What an HTTP status says by itself, before the headers and body refine it."""
     row = _STATUSES.get(status) or _STATUS_CLASSES.get(status // 100, _UNEXPECTED)
     return _reading(row, _what_status(status))
+
+
+#: statuses whose answer from a proxy says the gateway behind it could not be had
+PROXY_FOR_DOWN_GATEWAY = frozenset({502, 503, 504})
+
+
+def read_middlebox(status: int, *, html: bool) -> Reading:
+    """What ``status`` says when something in front of the gateway answered it itself.
+
+    ``html``: the answer carried an HTML page (a 2xx one is then a portal).
+    """
+    what = _what_status(status)
+    if status in PROXY_FOR_DOWN_GATEWAY:
+        return Reading(Code.GATEWAY_UNREACHABLE, what)
+    if 200 <= status < 300 and html:
+        return Reading(Code.PROTOCOL_ERROR, what, says={Code.PROTOCOL_ERROR: Situation.PORTAL})
+    own = read_status(status)
+    if own.says:  # a redirect, a 407: their own words already say who answered
+        return Reading(own.code, what, _NONE, own.says)
+    return Reading(own.code, what, _NONE, {own.code: Situation.MIDDLEBOX})
 
 
 def read_close(code: int) -> Reading:

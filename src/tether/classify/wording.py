@@ -101,6 +101,7 @@ class Seen:
     location: str | None = None
     services: tuple[str, ...] = ()
     body_kind: str | None = None  # "an HTML page titled ...", for non-WebSocket answers
+    answered_by: str | None = None  # "nginx at HOST:PORT": a middlebox answered, not the gateway
 
     @classmethod
     def of(cls, phase: Phase, *, service: object, command: object, role: object,
@@ -204,6 +205,40 @@ def _agent_timeout(seen: Seen) -> Words:
             f"check the pod with {_status_cmd(seen)}.")
 
 
+def _port_not_forwarded(seen: Seen) -> Words:
+    problem = seen.problem
+    port = seen.port or (problem.port if problem else None)
+    which = f"Port {port}" if port is not None else "That port"
+    lead = f"{which} of {_svc(seen)} is not open for forwarding"
+    ports = problem.ports if problem else ()
+    if ports:
+        listed = ", ".join(map(str, ports))
+        return lead, (f"Ports open for forwarding on {seen.service or 'the service'}: {listed}. "
+                      f"Forward one of them, e.g. `tether port-forward {seen.service or 'SERVICE'}"
+                      f" :{ports[0]}`.")
+    return lead, (f"{_status_cmd(seen)} lists the ports open for forwarding"
+                  + (f" on {seen.service}." if seen.service else "."))
+
+
+_BEHIND = {502: "it could not reach the gateway behind it",
+           503: "it has no gateway available behind it",
+           504: "it timed out waiting for the gateway behind it"}
+
+
+def _who(seen: Seen) -> str:
+    return seen.answered_by or "a proxy in front of the gateway"
+
+
+def _gateway_unreachable(seen: Seen) -> Words:
+    doing = _BEHIND.get(seen.http_status or 0, "it could not reach the gateway behind it")
+    who = _who(seen)
+    return (f"The answer came from {who}, in front of the gateway, not from the gateway: "
+            f"{doing}",
+            f"The gateway behind {who} is down, unreachable from it or too slow (this says "
+            f"nothing about the service's cluster): check that the gateway is running and that "
+            f"the proxy forwards to it; tether retries meanwhile.")
+
+
 def _target_unreachable(seen: Seen) -> Words:
     port = f"port {seen.port}" if seen.port is not None else "the forwarded port"
     return (f"The gateway could not connect to {port} of {_svc(seen)}",
@@ -217,6 +252,8 @@ CODE_WORDS: dict[Code, Formatter] = {
     Code.TOKEN_EXPIRED: _fixed("The token has expired"),
     Code.PERMISSION_DENIED: _permission_denied,
     Code.NOT_FOUND: _not_found,
+    Code.PORT_NOT_FORWARDED: _port_not_forwarded,
+    Code.GATEWAY_UNREACHABLE: _gateway_unreachable,
     Code.RATE_LIMITED: _waiting("The gateway is rate limiting requests", "before trying again"),
     Code.GATEWAY_ERROR: _gateway_error,
     Code.GATEWAY_UNAVAILABLE: _waiting("The gateway is at capacity or in maintenance",
@@ -248,15 +285,38 @@ def _redirect(seen: Seen) -> Words:
             "not a tether gateway"), None
 
 
+def _proxy_auth(seen: Seen) -> Words:
+    who = f" ({seen.answered_by})" if seen.answered_by else ""
+    return (f"The HTTP proxy{who} asks for authentication",
+            "Put the proxy's credentials in HTTPS_PROXY (http://USER:PASSWORD@HOST:PORT), or the "
+            "gateway in NO_PROXY to bypass the proxy.")
+
+
+def _portal(seen: Seen) -> Words:
+    page = seen.body_kind or "an HTML page"
+    return (f"The answer came from {seen.answered_by or 'something in between'}: {page} "
+            "instead of the WebSocket upgrade, as a captive portal or a sign-in page sends; it "
+            "is not a WebSocket endpoint",
+            "If this network or its proxy asks you to sign in, open a web page in a browser, "
+            "sign in, and try again; otherwise check the gateway URL (--gateway / "
+            "TETHER_GATEWAY).")
+
+
+def _middlebox(seen: Seen) -> Words:
+    who = _who(seen)
+    return (f"The answer came from {who}, in front of the gateway, not from the gateway itself",
+            f"The request did not reach the gateway: check that {who} forwards tether's paths "
+            "(/v1/) to the gateway, with WebSocket upgrades.")
+
+
 #: The lead sentence (and hint) of each situation a status or close code names.
 SITUATION_WORDS: dict[Situation, Formatter] = {
     Situation.BAD_UPGRADE: _fixed("The server switched protocols but not to a valid WebSocket"),
     Situation.NOT_WEBSOCKET: _not_websocket,
     Situation.REDIRECT: _redirect,
-    Situation.PROXY_AUTH: _fixed(
-        "The HTTP proxy asks for authentication",
-        "Put the proxy's credentials in HTTPS_PROXY (http://USER:PASSWORD@HOST:PORT), or the "
-        "gateway in NO_PROXY to bypass the proxy."),
+    Situation.PROXY_AUTH: _proxy_auth,
+    Situation.PORTAL: _portal,
+    Situation.MIDDLEBOX: _middlebox,
     Situation.NORMAL_CLOSE: _fixed("The gateway ended the session before it was done"),
     Situation.NO_CLOSE_FRAME: _fixed("The connection dropped without a close frame"),
     Situation.LOCAL_ONLY_CLOSE: _fixed("The connection dropped without a proper close"),
@@ -284,7 +344,8 @@ def build(code: Code, seen: Seen, *, cause: BaseException | None = None) -> Fail
     first, hint = lead(code, seen)
     message = f"{first} ({seen.what})." if seen.what else sentence(first)
     if seen.detail:
-        message += " The gateway says: " + sentence(seen.detail)
+        speaker = "It says: " if seen.answered_by else "The gateway says: "
+        message += " " + speaker + sentence(seen.detail)
     fields: dict[str, Any] = {
         "http_status": seen.http_status,
         "close_code": seen.close_code,
@@ -292,6 +353,7 @@ def build(code: Code, seen: Seen, *, cause: BaseException | None = None) -> Fail
         "required_role": seen.required_role if code is Code.PERMISSION_DENIED else None,
         "retry_after": seen.retry_after,
         "request_id": seen.request_id,
+        "answered_by": seen.answered_by,
         "url": seen.url,
         "cause": cause,
     }

@@ -2,7 +2,8 @@
 
 The root's options come from the one table in :mod:`tether.cli.options` and
 are accepted before or after the subcommand; every failure is rendered once by
-:mod:`tether.cli.boundary`. Nothing imports this module but the entry points.
+:mod:`tether.cli.boundary`; help is :mod:`tether.cli.help`'s (``-h`` too).
+Nothing imports this module but the entry points.
 
 Command modules keep their top-level imports to typer and tether.errors so that
 ``tether --help`` stays fast.
@@ -10,6 +11,7 @@ Command modules keep their top-level imports to typer and tether.errors so that
 
 from __future__ import annotations
 
+import inspect
 import sys
 from typing import Any
 
@@ -27,19 +29,19 @@ from tether.cli.commands import (
     port_forward,
     shell,
     status,
+    version,
 )
+from tether.cli.help import Typer
 from tether.cli.options import Settings, with_global_options
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(
+app = Typer(
     name="tether",
     help="Shell, logs and port-forward to remote services over WebSockets, "
          "with errors that say what happened and what to do.",
     no_args_is_help=True,
-    pretty_exceptions_enable=False,
     add_completion=True,
-    rich_markup_mode=None,  # plain help, as kubectl and git print it, and 40% faster
 )
 
 
@@ -56,13 +58,16 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # One line per command. Command modules keep their top-level imports light.
-app.command("errors")(errors.errors_command)
-app.add_typer(auth.app, name="auth")
-app.add_typer(gateway.app, name="gateway")
-app.command("demo")(demo.demo_command)
-app.command("shell", context_settings=shell.CONTEXT_SETTINGS)(shell.shell)
+app.command("shell")(shell.shell)
+app.command("exec", help=f"{shell.EXEC_HELP}\n\n{inspect.cleandoc(shell.shell.__doc__ or '')}")(
+    shell.shell)
 app.command("logs")(logs.logs_command)
 app.command("port-forward")(port_forward.port_forward_command)
 app.command("status")(status.status_command)
+app.add_typer(auth.app, name="auth")
 app.command("doctor")(doctor.doctor_command)
-app.add_typer(completion.app, name="completion", hidden=True)
+app.command("errors")(errors.errors_command)
+app.command("version")(version.version_command)
+app.command("demo")(demo.demo_command)
+app.add_typer(gateway.app, name="gateway")
+app.add_typer(completion.app, name="completion")

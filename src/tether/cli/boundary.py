@@ -1,8 +1,10 @@
 """The one error boundary: run a Typer app, render every failure once, return its exit status.
 
 A :class:`~tether.errors.TetherError` is rendered once and the process exits
-with its ``exit_code``; anything else is an ``internal-error``. Ctrl+C, SIGTERM
-and SIGHUP end as ``interrupted``; a reader that went away ends quietly with
+with its ``exit_code``; anything else is an ``internal-error``. A usage error
+(an unknown option, a value that does not parse) is Click's text and exit 2,
+or with ``-o json`` one ``usage-error`` record. Ctrl+C, SIGTERM and SIGHUP end
+as ``interrupted``; a reader that went away ends quietly with
 :data:`EXIT_BROKEN_PIPE`.
 """
 
@@ -18,7 +20,9 @@ from types import FrameType
 from typing import NoReturn
 
 import typer
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
+from tether.cli import coercion
 from tether.cli.options import hoist_global_options, render_settings
 from tether.errors import Code, ExitStatus, Failure, Interrupted, Phase, TetherError
 
@@ -42,6 +46,15 @@ def _internal_failure(exc: BaseException) -> Failure:
     return Failure.of(Code.INTERNAL_ERROR, Phase.LOCAL, message, cause=exc)
 
 
+def usage_failure(exc: UsageError) -> Failure:
+    """The ``usage-error`` record of a usage error Click raised."""
+    from tether.cli.output.render import clean
+
+    where = exc.ctx.command_path if exc.ctx is not None else "tether"
+    return Failure.of(Code.USAGE_ERROR, Phase.CONFIG, clean(exc.format_message(), limit=500),
+                      hint=f"`{clean(where, limit=100)} -h` shows what it accepts.")
+
+
 def _silence_stdout() -> None:
     """Point stdout at /dev/null so that flushing it at exit cannot fail again."""
     try:
@@ -60,6 +73,7 @@ def run_app(typer_app: typer.Typer, argv: Sequence[str], *, output: str | None =
     """
     import typer.main
 
+    coercion.install()
     seen_output, seen_verbose = render_settings(argv)
     out = output if output is not None else seen_output
     verb = verbose if verbose is not None else seen_verbose
@@ -75,6 +89,11 @@ def run_app(typer_app: typer.Typer, argv: Sequence[str], *, output: str | None =
         typer.echo("Aborted.", err=True)
         return 1
     except typer.TyperException as exc:  # click's usage errors and friends
+        if out == "json" and isinstance(exc, UsageError) and not isinstance(
+                exc, NoArgsIsHelpError):
+            failure = usage_failure(exc)
+            _render(failure, out, verb)
+            return failure.exit_code
         show = getattr(exc, "show", None)
         if callable(show):
             show()

@@ -57,6 +57,13 @@ class GlobalOption:
         return self.name.removeprefix("--").replace("-", "_")
 
     @property
+    def value_default(self) -> Any:
+        """The default as a value: ``default`` is written as a person writes it (``5m``)."""
+        if self.parser is not None and isinstance(self.default, str):
+            return self.parser(self.default)
+        return self.default
+
+    @property
     def takes_value(self) -> bool:
         """Whether the option is followed by a value (else it is a flag)."""
         return self.kind is not bool
@@ -110,13 +117,17 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
                  help="Show causes of errors, and the traceback of an internal error."),
     GlobalOption("--gateway", None, "TETHER_GATEWAY", str, metavar="URL",
                  help="The gateway, e.g. https://gateway.example.com."),
+    GlobalOption("--context", None, "TETHER_CONTEXT", str, metavar="NAME",
+                 help="Use this context of the config file instead of the current one "
+                      "(`tether auth status` lists them)."),
     GlobalOption("--version", default=False, anywhere=False, eager=_print_version,
                  help="Print the version and exit."),
-    GlobalOption("--retry-for", None, "TETHER_RETRY_FOR", float, duration_option, 300.0,
+    GlobalOption("--retry-for", None, "TETHER_RETRY_FOR", float, duration_option, "5m",
                  "Keep retrying transient failures for this long "
-                 "(e.g. 5m, 30s; 0: never retry).", _CONNECTION, "DURATION"),
+                 "(e.g. 5m, 30s; 0: never retry). Given, it also waits for a gateway that "
+                 "does not resolve or listen yet.", _CONNECTION, "DURATION"),
     GlobalOption("--connect-timeout", None, "TETHER_CONNECT_TIMEOUT", float, duration_option,
-                 15.0, "One deadline over DNS, TCP, TLS and the WebSocket handshake.",
+                 "15s", "One deadline over DNS, TCP, TLS and the WebSocket handshake.",
                  _CONNECTION, "DURATION"),
     GlobalOption("--ca-cert", None, "TETHER_CA_CERT", str, metavar="FILE", panel=_CONNECTION,
                  help="Trust this PEM bundle instead of the system store "
@@ -125,16 +136,16 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
                  help="Do not verify the gateway's TLS certificate. "
                       "Warned about on every connection."),
     GlobalOption("--keepalive-interval", None, "TETHER_KEEPALIVE_INTERVAL", float,
-                 duration_option, 30.0, "Send a ping this often (0: never).",
+                 duration_option, "30s", "Send a ping this often (0: never).",
                  _CONNECTION, "DURATION"),
     GlobalOption("--keepalive-timeout", None, "TETHER_KEEPALIVE_TIMEOUT", float,
-                 duration_option, 75.0,
+                 duration_option, "75s",
                  "Declare the connection dead after this long with nothing received.",
                  _CONNECTION, "DURATION"),
 )
 
 _BY_FIELD = {option.dest: option for option in GLOBAL_OPTIONS}
-_DEFAULT: dict[str, Any] = {option.dest: option.default for option in GLOBAL_OPTIONS}
+_DEFAULT: dict[str, Any] = {option.dest: option.value_default for option in GLOBAL_OPTIONS}
 _ANYWHERE = {name: option for option in GLOBAL_OPTIONS if option.anywhere
              for name in option.spellings}
 
@@ -164,6 +175,7 @@ class Settings:
     output: Output = _DEFAULT["output"]
     verbose: bool = _DEFAULT["verbose"]
     gateway: str | None = _DEFAULT["gateway"]
+    context: str | None = _DEFAULT["context"]
     # how to reach the gateway (shell, logs, port-forward, status, doctor, auth)
     retry_for: float = _DEFAULT["retry_for"]
     connect_timeout: float = _DEFAULT["connect_timeout"]
@@ -171,6 +183,8 @@ class Settings:
     insecure: bool = _DEFAULT["insecure"]
     keepalive_interval: float = _DEFAULT["keepalive_interval"]
     keepalive_timeout: float = _DEFAULT["keepalive_timeout"]
+    # --retry-for or TETHER_RETRY_FOR was given: retry a wrong address on first contact too
+    retry_for_explicit: bool = False
 
     @property
     def json(self) -> bool:
@@ -187,16 +201,21 @@ class Settings:
     def from_root(cls, ctx: typer.Context, values: Mapping[str, Any]) -> Settings:
         """The Settings of the root callback's ``values``; empty strings read as unset.
 
-        A gateway from TETHER_GATEWAY is left out: ``resolve_gateway`` reads it
-        itself and names it as the origin.
+        A gateway from TETHER_GATEWAY and a context from TETHER_CONTEXT are left
+        out: ``resolve_gateway`` reads them itself, after --gateway and
+        --context, and names them as the origin.
         """
         chosen = {name: values[name] for name in _BY_FIELD if _BY_FIELD[name].anywhere}
-        source = ctx.get_parameter_source("gateway")
-        if source is not None and source.name != "COMMANDLINE":
-            chosen["gateway"] = None
-        for name in ("gateway", "ca_cert"):
+        for name in ("gateway", "context"):
+            source = ctx.get_parameter_source(name)
+            if source is not None and source.name != "COMMANDLINE":
+                chosen[name] = None
+        for name in ("gateway", "context", "ca_cert"):
             chosen[name] = chosen[name] or None
         chosen["output"] = Output(chosen["output"])
+        given = ctx.get_parameter_source("retry_for")
+        chosen["retry_for_explicit"] = given is not None and given.name in (
+            "COMMANDLINE", "ENVIRONMENT")
         return cls(**chosen)
 
 

@@ -12,6 +12,10 @@ Every exception of the socket, TLS or websocket-client is mapped at this
 boundary by the classifier and raised as ``TetherError(failure) from exc``.
 :class:`Connection`, :class:`Message`, :class:`Closed` and the opcodes are
 re-exported from :mod:`tether.client.connection` for the sessions.
+
+A :class:`DialProgress` given to :func:`dial` is told as each stage begins
+(resolving, TCP, proxy, TLS, handshake) and when the dial ends, so that the
+CLI can say what a slow dial is waiting for.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from tether.classify import classified, classify_handshake
@@ -35,6 +40,7 @@ from tether.client.connection import (
     Message,
 )
 from tether.client.credential import CredentialSource
+from tether.client.transport import Stage
 from tether.errors import Code, Failure, Phase, TetherError
 from tether.protocol import ENDPOINTS, PORT_FORWARD_SUBPROTOCOLS, SUBPROTOCOL
 from tether.text import redact_url, strip_control
@@ -45,8 +51,10 @@ __all__ = [
     "Closed",
     "Connection",
     "DialOptions",
+    "DialProgress",
     "Message",
     "ParamValue",
+    "Stage",
     "dial",
     "request_url",
 ]
@@ -68,6 +76,17 @@ class DialOptions:
 
 
 ParamValue = str | int | Sequence[str] | None
+
+
+@runtime_checkable
+class DialProgress(Protocol):
+    """Told what a dial is doing; the CLI shows a dial that takes a while."""
+
+    def connecting(self, stage: Stage, where: str) -> None:
+        """Stage ``stage`` of the dial began; ``where`` is the host or ``host:port`` it talks to."""
+
+    def dial_ended(self) -> None:
+        """The dial is over: connected, or failed (its failure is raised)."""
 
 
 def _invalid_url(gateway: str, why: str) -> TetherError:
@@ -108,15 +127,16 @@ def request_url(gateway: str, path: str, params: Mapping[str, ParamValue]) -> st
 
 def dial(gateway: str, command: str, params: Mapping[str, ParamValue],
          credential: CredentialSource, options: DialOptions | None = None, *,
-         role: str | None = None, warn: Callable[[str], None] | None = None) -> Connection:
+         role: str | None = None, warn: Callable[[str], None] | None = None,
+         progress: DialProgress | None = None) -> Connection:
     """Open the WebSocket of ``command`` (a key of ENDPOINTS) on ``gateway``.
 
     ``params`` become the query (``service`` first, by convention). The
     credential's ``authorization()`` is called once per dial. ``warn`` receives
     warnings meant for the user (``insecure``); the ``tether.client`` logger when
-    None. ``role`` (the user's, when known) only words failures. Raises
-    TetherError: the credential's own, invalid-url, or the classified failure
-    of the connection or the handshake.
+    None. ``role`` (the user's, when known) only words failures. ``progress`` hears
+    of each stage and of the end. Raises TetherError: the credential's own,
+    invalid-url, or the classified failure of the connection or the handshake.
     """
     opts = options or DialOptions()
     url = request_url(gateway, ENDPOINTS[command], params)
@@ -137,18 +157,28 @@ def dial(gateway: str, command: str, params: Mapping[str, ParamValue],
     request, key = handshake.upgrade_request(path, parts.netloc, offered, authorization,
                                              request_id)
 
+    on_stage = progress.connecting if progress is not None else None
     deadline = transport.Deadline(opts.connect_timeout)
     sock: socket.socket | None = None
     try:
         with classified(phase=Phase.CONNECT, url=url, service=ctx.service, command=command,
                         role=role, gateway=gateway, request_id=request_id):
             proxy = transport.proxy_for(parts.scheme, host)
-            sock = (transport.tunnel(proxy, host, port, deadline, url) if proxy
-                    else transport.open_tcp(host, port, deadline))
+            if proxy is not None:
+                if on_stage is not None:
+                    on_stage(Stage.PROXY, proxy.address)
+                sock = transport.tunnel(proxy, host, port, deadline, url)
+            else:
+                sock = transport.open_tcp(host, port, deadline, on_stage)
+            where = transport.authority(host, port)
             if parts.scheme == "wss":
+                if on_stage is not None:
+                    on_stage(Stage.TLS, where)
                 sock.settimeout(deadline.remaining())
                 sock = transport.tls_context(opts.ca_cert, opts.insecure).wrap_socket(
                     sock, server_hostname=host)
+            if on_stage is not None:
+                on_stage(Stage.HANDSHAKE, where)
             sock.settimeout(deadline.remaining())
             sock.sendall(request)
             head, rest = handshake.read_head(sock, deadline)
@@ -173,4 +203,7 @@ def dial(gateway: str, command: str, params: Mapping[str, ParamValue],
         if sock is not None:
             sock.close()
         raise
+    finally:
+        if progress is not None:
+            progress.dial_ended()
     return connection

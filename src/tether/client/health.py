@@ -9,7 +9,11 @@ is abandoned when the deadline passes.
 The reference gateway answers::
 
     {"status": "ok" | "degraded", "version": "0.1.0", "sessions": 0,
-     "services": {"api": {"status": "ok" | "unavailable", "instances": ["api-1"]}}}
+     "services": {"api": {"status": "ok" | "unavailable", "instances": ["api-1"],
+                          "ports": [8080]}}}
+
+``ports`` lists the ports open for port-forward (a gateway that does not say
+leaves it out: None here, ``null`` in ``-o json``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ HEALTH_PATH = "/v1/health"
 _NAME_LIMIT = 128
 _MAX_SERVICES = 1000
 _MAX_INSTANCES = 100
+_MAX_PORTS = 100
 _SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
 
 
@@ -38,6 +43,7 @@ class ServiceHealth:
     name: str
     status: str  # "ok" when its backend answers; anything else is unhealthy
     instances: tuple[str, ...] = ()
+    ports: tuple[int, ...] | None = None  # open for port-forward; None when not said
 
     @property
     def healthy(self) -> bool:
@@ -47,7 +53,8 @@ class ServiceHealth:
     def as_dict(self) -> dict[str, Any]:
         """For ``-o json``."""
         return {"name": self.name, "status": self.status, "healthy": self.healthy,
-                "instances": list(self.instances)}
+                "instances": list(self.instances),
+                "ports": list(self.ports) if self.ports is not None else None}
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,13 @@ def _text(value: object, limit: int = _NAME_LIMIT) -> str:
     return strip_control(value, limit=limit) if isinstance(value, str) else ""
 
 
+def _ports(value: object) -> tuple[int, ...] | None:
+    """The port numbers of a ``ports`` list; None when it is not a list."""
+    if not isinstance(value, list):
+        return None
+    return tuple(p for p in value[:_MAX_PORTS] if type(p) is int and 0 < p < 65536)
+
+
 def parse_health(gateway: str, body: bytes, request_id: str | None = None) -> Health:
     """The Health in ``body``; raises ValueError when it is not the health JSON."""
     data = json.loads(body)
@@ -107,7 +121,8 @@ def parse_health(gateway: str, body: bytes, request_id: str | None = None) -> He
         listed = [_text(i) for i in instances[:_MAX_INSTANCES]] if isinstance(instances,
                                                                                list) else []
         services.append(ServiceHealth(shown, _text(entry.get("status"), 40) or "unknown",
-                                      tuple(i for i in listed if i)))
+                                      tuple(i for i in listed if i),
+                                      _ports(entry.get("ports"))))
     sessions = data.get("sessions")
     return Health(gateway=gateway, status=_text(data.get("status"), 40) or "unknown",
                   version=_text(data.get("version"), 40) or None,

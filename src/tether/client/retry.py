@@ -23,6 +23,11 @@ Rules (ERRORS.md):
 - ``Retry.BUDGET`` (DNS, refused, timeout) is the same, and also within
   ``connect_budget`` counted from the first of the consecutive connect
   failures: a typo in the address looks transient too.
+- First contact: until a session has been established in this run, a name
+  that does not exist (NXDOMAIN) and a refused connection stop at once, as
+  with ssh and kubectl, unless ``patient_first_contact`` is set (the user
+  asked to wait for the gateway with an explicit ``--retry-for``). Once a
+  session was established they retry like every other BUDGET failure.
 - A run of failures ends when a session was established and then lasted at
   least ``stable_after`` seconds. A session that breaks sooner continues the
   run (the backoff keeps growing and the budget keeps counting), so a gateway
@@ -37,7 +42,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from tether.errors import Failure, Retry
+from tether.classify import name_does_not_exist
+from tether.errors import Code, Failure, Retry
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,8 @@ class RetryPolicy:
     retry_for: float = 300.0
     connect_budget: float = 20.0
     stable_after: float = 10.0
+    #: retry a missing name or a refused connection before any session was established
+    patient_first_contact: bool = True
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -96,6 +104,7 @@ class RetryState:
         self._waits = 0
         self._refreshed = False
         self._connected_at: float | None = None
+        self._ever_established = False
 
     @property
     def attempts(self) -> int:
@@ -106,6 +115,7 @@ class RetryState:
         """A connection was made (the WebSocket handshake succeeded)."""
         self._connected_at = now
         self._connect_start = None
+        self._ever_established = True
 
     def decide(self, failure: Failure, *, refreshable: bool, now: float) -> Decision:
         """What to do after ``failure``, seen at ``now``."""
@@ -118,6 +128,9 @@ class RetryState:
         self._attempts += 1
         final = failure.replace(attempts=self._attempts)
 
+        if not (policy.patient_first_contact or self._ever_established) and _wrong_address(
+                failure):
+            return GiveUp(final)
         kind = failure.retry
         if kind is Retry.REFRESH_ONCE:
             if refreshable and not self._refreshed:
@@ -151,3 +164,8 @@ class RetryState:
         self._attempts = 0
         self._waits = 0
         self._refreshed = False
+
+
+def _wrong_address(failure: Failure) -> bool:
+    """A name that does not exist or a port nobody listens on: most often a wrong address."""
+    return failure.code is Code.CONNECTION_REFUSED or name_does_not_exist(failure)

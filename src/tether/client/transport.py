@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import enum
 import ipaddress
 import socket
 import ssl
@@ -20,16 +21,18 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-from tether.client.handshake import parse_head, read_head, user_agent
+from tether.classify import classify_proxy_refusal, classify_proxy_unreachable
+from tether.client.handshake import parse_head, read_body, read_head, user_agent
 from tether.errors import Code, Failure, Phase, TetherError
-from tether.text import redact_url
 
 __all__ = [
     "Deadline",
+    "OnStage",
     "Proxy",
+    "Stage",
     "authority",
     "is_loopback",
     "no_proxy_covers",
@@ -89,10 +92,32 @@ def resolve(host: str, port: int, deadline: Deadline) -> list[Any]:
     return result
 
 
-def open_tcp(host: str, port: int, deadline: Deadline) -> socket.socket:
+class Stage(enum.StrEnum):
+    """The step a dial is in, for telling the user what it waits for."""
+
+    RESOLVING = "resolving"
+    TCP = "tcp"
+    PROXY = "proxy"
+    TLS = "tls"
+    HANDSHAKE = "handshake"
+
+
+class OnStage(Protocol):
+    """Called as each step of a dial begins, with what it talks to (a host, ``host:port``)."""
+
+    def __call__(self, stage: Stage, where: str) -> None: ...
+
+
+def open_tcp(host: str, port: int, deadline: Deadline,
+             on_stage: OnStage | None = None) -> socket.socket:
     """A TCP connection to the first address of ``host`` that accepts, within the deadline."""
     last: OSError | None = None
-    for family, kind, proto, _, address in resolve(host, port, deadline):
+    if on_stage is not None:
+        on_stage(Stage.RESOLVING, host)
+    addresses = resolve(host, port, deadline)
+    if on_stage is not None:
+        on_stage(Stage.TCP, authority(host, port))
+    for family, kind, proto, _, address in addresses:
         sock = socket.socket(family, kind, proto)
         try:
             sock.settimeout(deadline.remaining())
@@ -194,15 +219,13 @@ def proxy_for(scheme: str, host: str) -> Proxy | None:
 
 def tunnel(proxy: Proxy, host: str, port: int, deadline: Deadline, url: str) -> socket.socket:
     """A TCP connection to host:port through an HTTP CONNECT proxy (``url`` words failures)."""
-    where = f"the proxy {proxy.host}:{proxy.port} (from {proxy.source})"
     try:
         sock = open_tcp(proxy.host, proxy.port, deadline)
     except TimeoutError:
         raise
     except OSError as exc:
-        raise TetherError(Failure.of(Code.PROXY_ERROR, Phase.CONNECT,
-                                     f"Could not connect to {where}: {exc.strerror or exc}.",
-                                     url=redact_url(url), cause=exc)) from exc
+        raise TetherError(classify_proxy_unreachable(exc, proxy=proxy.address,
+                                                     source=proxy.source, url=url)) from exc
     target = authority(host, port)
     lines = [f"CONNECT {target} HTTP/1.1", f"Host: {target}", f"User-Agent: {user_agent()}"]
     if proxy.authorization:
@@ -210,18 +233,16 @@ def tunnel(proxy: Proxy, host: str, port: int, deadline: Deadline, url: str) -> 
     try:
         sock.settimeout(deadline.remaining())
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        head, _ = read_head(sock, deadline)
-        status, _, _ = parse_head(head)
+        head, rest = read_head(sock, deadline)
+        status, pairs, headers = parse_head(head)
+        body = read_body(sock, headers, status, rest, deadline) if status != 200 else b""
     except BaseException:
         sock.close()
         raise
     if status != 200:
         sock.close()
-        shown = f"HTTP {status}" if status else "an answer that is not HTTP"
-        extra = " (proxy authentication required)" if status == 407 else ""
-        raise TetherError(Failure.of(Code.PROXY_ERROR, Phase.CONNECT,
-                                     f"{where} refused to connect to {target}: {shown}{extra}.",
-                                     url=redact_url(url), http_status=status or None))
+        raise TetherError(classify_proxy_refusal(status, pairs, body, proxy=proxy.address,
+                                                 source=proxy.source, target=target, url=url))
     return sock
 
 

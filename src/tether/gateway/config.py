@@ -5,7 +5,8 @@ Format (every key optional except a service's ``shell``)::
     [gateway]
     listen = "127.0.0.1"          # a non-loopback address needs TLS or --insecure-listen
     port = 7443
-    issuer = "https://gw.example" # JWT iss; default: the gateway's own URL
+    issuer = "https://gw.example" # the deployment's public URL: JWT iss, device login page;
+                                  # required with a shared (PostgreSQL) state; default: own URL
     access_ttl = "15m"            # durations: seconds, or 500ms / 30s / 5m / 1h
     refresh_ttl = "720h"
     session_limit = 64            # open sessions; more are refused with 503
@@ -16,7 +17,13 @@ Format (every key optional except a service's ``shell``)::
     rate_limit = { rate = 10.0, burst = 40 }  # upgrades per second per credential
     device_interval = 5           # device flow polling interval
     device_expires = "10m"
-    credential_check = 5          # seconds between re-checks of an API token during a session
+    credential_check = 5          # the longest a revocation may take to end a session when
+                                  # no notification came (SQLite: polled at least every second)
+    state_timeout = "5s"          # a state database slower than this: 503 state-unavailable
+    state_pool = 10               # connections to a PostgreSQL state
+    resume = true                 # offer tether.v2: shells and forwards that survive a cut
+    resume_buffer = "8MiB"        # replay buffer per direction per session (B, KiB, MiB, GiB)
+    resume_grace = "2m"           # how long a detached session is kept before it ends
 
     [services.api]
     shell = ["/bin/sh", "-l"]     # a list, or a string split like a shell would
@@ -47,8 +54,11 @@ from pathlib import Path
 from typing import Any
 
 from tether.durations import parse_duration
+from tether.protocol import DEFAULT_GRACE, DEFAULT_REPLAY_BUFFER
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_SIZE = re.compile(r"(?P<number>\d{1,12})\s*(?P<unit>B|KiB|MiB|GiB)?", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30}
 
 
 class ConfigError(ValueError):
@@ -125,13 +135,19 @@ class GatewayConfig:
     device_interval: float = 5.0
     device_expires: float = 600.0
     credential_check: float = 5.0
+    state_timeout: float = 5.0
+    state_pool: int = 10
+    resume: bool = True
+    resume_buffer: int = DEFAULT_REPLAY_BUFFER
+    resume_grace: float = DEFAULT_GRACE
     source: str = "<built in>"  # the file it came from, for messages
 
 
 _GATEWAY_KEYS = {"listen", "port", "issuer", "access_ttl", "refresh_ttl", "session_limit",
                  "max_message_size", "ping_interval", "ping_timeout", "open_timeout",
                  "close_timeout", "rate_limit", "device_interval", "device_expires",
-                 "credential_check"}
+                 "credential_check", "state_timeout", "state_pool",
+                 "resume", "resume_buffer", "resume_grace"}
 _SERVICE_KEYS = {"shell", "cwd", "env", "instances", "host", "ports", "logs"}
 _LOG_KEYS = {"files", "command", "instance", "stream", "ring_size"}
 
@@ -172,6 +188,27 @@ class _Reader:
         if type(value) not in (int, float) or not math.isfinite(value) or value < low:
             raise self.fail(name, f"a number at least {low}")
         return float(value)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.table.get(name, default)
+        if not isinstance(value, bool):
+            raise self.fail(name, "true or false")
+        return value
+
+    def size(self, name: str, default: int, low: int, high: int) -> int:
+        value = self.table.get(name, default)
+        expected = (f"a size from {low} to {high} bytes: a number of bytes, or a string like "
+                    "512KiB, 8MiB, 1GiB")
+        match = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
+        if type(value) is int:
+            count = value
+        elif match is not None:
+            count = int(match["number"]) * _SIZE_UNITS[(match["unit"] or "b").lower()]
+        else:
+            raise self.fail(name, expected)
+        if not low <= count <= high:
+            raise self.fail(name, expected)
+        return count
 
     def duration(self, name: str, default: float) -> float:
         value = self.table.get(name, default)
@@ -260,8 +297,25 @@ def parse_config(data: Mapping[str, Any], *, file: str = "<config>",
         device_interval=g.duration("device_interval", 5.0),
         device_expires=g.duration("device_expires", 600.0),
         credential_check=g.duration("credential_check", 5.0),
+        state_timeout=g.duration("state_timeout", 5.0) or 5.0,
+        state_pool=g.integer("state_pool", 10, 1, 1000),
+        resume=g.boolean("resume", True),
+        resume_buffer=g.size("resume_buffer", DEFAULT_REPLAY_BUFFER, 64 * 1024, 1 << 30),
+        resume_grace=g.duration("resume_grace", DEFAULT_GRACE),
         source=file,
     )
+
+
+def require_issuer(config: GatewayConfig, *, shared: bool) -> None:
+    """Raise ConfigError when the state is shared but ``issuer`` (the public URL) is not set.
+
+    Gateways behind one load balancer must all issue and accept the same ``iss``,
+    and send users to the same login page: their own URLs would differ.
+    """
+    if shared and not config.issuer:
+        raise ConfigError(config.source, "gateway.issuer",
+                          "the deployment's public URL, like issuer = \"https://gw.example.com\" "
+                          "(required when the state is shared: PostgreSQL)")
 
 
 def _service(file: str, name: str, body: Any, base: Path) -> ServiceConfig:

@@ -6,6 +6,13 @@ generation and sequence number). The client keeps only the last cursor it
 printed, and that one cursor resumes every instance exactly after what was
 printed. It is opaque to the client.
 
+A cursor holds nothing of the gateway process that made it (no key, no
+session): a file position means the same to every gateway that reads the
+same files (one host, or a shared volume), so a follow that resumes on
+another gateway behind a load balancer continues with every record once. A
+command source's generation is its process's own: another gateway replays
+its ring from the start.
+
 On the wire: ``NAME~INODE.OFFSET`` per instance, numbers in hex, instances
 joined by ``~`` (``api-1~2a4f.1b3~api-2~2a50.e1``), names percent-encoded.
 Every character is URL-safe, so the cursor needs no escaping in JSON or in a

@@ -1,8 +1,9 @@
 """The plain HTTP endpoints: health, device authorization, token, and the verification page.
 
 ``GET /v1/health`` needs no credential. It shows the gateway's status and
-version, and each service's name, instances and backend status (services
-are not secret here: ``tether status`` lists them to help with a typo).
+version, and each service's name, instances, backend status and the ports
+open for port-forward (none of it is secret here: ``tether status`` lists the
+services to help with a typo, and the ports to pick from).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from websockets.http11 import Request, Response
 
 from tether import __version__
 from tether.errors import Code
-from tether.gateway.oauth import DEVICE_GRANT, REFRESH_GRANT, GrantError, OAuth
-from tether.gateway.problems import Refusal, json_response, raw_response
+from tether.gateway.oauth import DEVICE_GRANT, REFRESH_GRANT, GrantError
+from tether.gateway.problems import Refusal, json_response, raw_response, state_unavailable
+from tether.gateway.state import Access
+from tether.store import StateUnavailable
 
 log = logging.getLogger("tether.gateway.http")
 
@@ -37,15 +40,19 @@ def _oauth_error(error: str, description: str, request_id: str) -> Response:
                                "request_id": request_id})
 
 
-def device_authorization(oauth: OAuth, base_url: str, request: Request) -> Response:
+async def device_authorization(access: Access, base_url: str, request: Request) -> Response:
     """``POST /v1/auth/device``: a new device code and user code."""
     if request.method != "POST":
         raise Refusal(405, Code.INVALID_REQUEST, "use POST", headers={"Allow": "POST"})
-    return json_response(200, oauth.start_device(base_url + "/v1/auth/verify"))
+    try:
+        answer = await access.call(access.oauth.start_device, base_url + "/v1/auth/verify")
+    except StateUnavailable as exc:
+        raise state_unavailable(str(exc)) from None
+    return json_response(200, answer)
 
 
-def token(oauth: OAuth, request: Request, body: bytes, too_large: bool,
-          request_id: str) -> Response:
+async def token(access: Access, request: Request, body: bytes, too_large: bool,
+                request_id: str) -> Response:
     """``POST /v1/auth/token``: the device-code grant or the refresh grant."""
     if request.method != "POST":
         raise Refusal(405, Code.INVALID_REQUEST, "use POST", headers={"Allow": "POST"})
@@ -53,15 +60,17 @@ def token(oauth: OAuth, request: Request, body: bytes, too_large: bool,
     grant = form.get("grant_type", "")
     try:
         if grant == DEVICE_GRANT:
-            answer = oauth.poll_device(form.get("device_code", ""))
+            answer = await access.call(access.oauth.poll_device, form.get("device_code", ""))
         elif grant == REFRESH_GRANT:
-            answer = oauth.refresh(form.get("refresh_token", ""))
+            answer = await access.call(access.oauth.refresh, form.get("refresh_token", ""))
         else:
             return _oauth_error("unsupported_grant_type",
                                 f"grant_type must be {DEVICE_GRANT} or {REFRESH_GRANT}", request_id)
     except GrantError as exc:
         log.info("request %s: token request refused: %s", request_id, exc.error)
         return _oauth_error(exc.error, exc.description, request_id)
+    except StateUnavailable as exc:
+        raise state_unavailable(str(exc)) from None
     return json_response(200, answer)
 
 

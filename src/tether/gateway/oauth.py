@@ -2,7 +2,10 @@
 
 Refresh tokens are opaque, kept hashed, and rotated on every use; each login
 starts a family, and presenting a refresh token that was already used revokes
-the whole family (a stolen token is then useless to thief and owner alike).
+the whole family (a stolen token is then useless to thief and owner alike),
+and ends the sessions of the family's access tokens on every gateway.
+
+Every method may block on the store: the gateway calls them in threads.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import uuid
 from typing import Any
 
 from tether.gateway.tokens import TokenService, check_role, token_hash
+from tether.store import Tx
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 REFRESH_GRANT = "refresh_token"
@@ -83,7 +87,7 @@ class OAuth:
     def pending(self) -> list[dict[str, Any]]:
         """The logins waiting for approval: user code and seconds left."""
         now = time.time()
-        with self.tokens.state.transaction() as db:
+        with self.tokens.state.read() as db:
             rows = db.execute("SELECT user_code, expires FROM device_codes WHERE status = "
                               "'pending' AND expires >= ? ORDER BY expires", (now,)).fetchall()
         return [{"user_code": f"{r[0][:4]}-{r[0][4:]}", "expires_in": int(r[1] - now)}
@@ -99,13 +103,13 @@ class OAuth:
 
     def _poll_device(self, device_code: str) -> tuple[dict[str, Any] | None, GrantError | None]:
         now = time.time()
+        key = token_hash(device_code)
         with self.tokens.state.transaction() as db:
             row = db.execute("SELECT expires, interval, last_poll, status, role, sub FROM "
-                             "device_codes WHERE hash = ?", (token_hash(device_code),)).fetchone()
+                             "device_codes WHERE hash = ?", (key,)).fetchone()
             if row is None:
                 raise GrantError("invalid_grant", "unknown device code")
             expires, interval, last_poll, status, role, sub = row
-            key = token_hash(device_code)
             if status == "used":
                 raise GrantError("invalid_grant", "the device code was already used")
             if now > expires:
@@ -121,50 +125,81 @@ class OAuth:
                            if too_soon else
                            GrantError("authorization_pending", "the login is not approved yet"))
                 return None, pending  # committed: the poll's time counts
-            db.execute("UPDATE device_codes SET status = 'used' WHERE hash = ?", (key,))
+            # one poll wins, even when two gateways answer polls of the same code at once
+            if db.execute("UPDATE device_codes SET status = 'used' WHERE hash = ? AND "
+                          "status = 'approved'", (key,)).rowcount != 1:
+                raise GrantError("invalid_grant", "the device code was already used")
             family = uuid.uuid4().hex
             db.execute("INSERT INTO refresh_families (id, sub, role, created) VALUES (?, ?, ?, ?)",
                        (family, sub, role, now))
             refresh = self._new_refresh(db, family, now)
-        return self._token_response(sub, role, refresh), None
+        return self._token_response(sub, role, refresh, family), None
 
     # --- refresh ---------------------------------------------------------------------
 
     def refresh(self, refresh_token: str) -> dict[str, Any]:
-        """Rotate ``refresh_token``: a new access and refresh token; reuse revokes the family."""
+        """Rotate ``refresh_token``: a new access and refresh token; reuse revokes the family.
+
+        The token is claimed by one conditional update, so of two uses at once (on
+        any two gateways) one wins and the other is a reuse.
+        """
         now = time.time()
+        key = token_hash(refresh_token)
         reused = False
         with self.tokens.state.transaction() as db:
+            claimed = db.execute("UPDATE refresh_tokens SET used = 1 WHERE hash = ? AND used = 0 "
+                                 "AND expires >= ?", (key, now)).rowcount == 1
             row = db.execute(
-                "SELECT t.family, t.expires, t.used, f.revoked, f.sub, f.role "
-                "FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family WHERE t.hash = ?",
-                (token_hash(refresh_token),)).fetchone()
+                "SELECT t.family, t.used, f.revoked, f.sub, f.role FROM refresh_tokens t "
+                "JOIN refresh_families f ON f.id = t.family WHERE t.hash = ?", (key,)).fetchone()
             if row is None:
                 raise GrantError("invalid_grant", "unknown refresh token")
-            family, expires, used, revoked, sub, role = row
+            family, used, revoked, sub, role = row
             if revoked:
                 raise GrantError("invalid_grant", "the refresh token was revoked")
-            if used:
-                db.execute("UPDATE refresh_families SET revoked = 1 WHERE id = ?", (family,))
-                reused = True
-            elif now > expires:
-                raise GrantError("invalid_grant", "the refresh token expired")
-            else:
-                db.execute("UPDATE refresh_tokens SET used = 1 WHERE hash = ?",
-                           (token_hash(refresh_token),))
+            if claimed:
                 refresh = self._new_refresh(db, family, now)
+            elif used:
+                self.revoke_family(db, family)
+                reused = True
+            else:
+                raise GrantError("invalid_grant", "the refresh token expired")
         if reused:  # raised after the commit, so that the family stays revoked
             raise GrantError("invalid_grant",
                              "the refresh token was already used; its whole family is revoked")
-        return self._token_response(sub, role, refresh)
+        return self._token_response(sub, role, refresh, family)
 
-    def _new_refresh(self, db: Any, family: str, now: float) -> str:
+    def logins(self) -> list[dict[str, Any]]:
+        """Every login (refresh family): id, user, role, start, revocation."""
+        with self.tokens.state.read() as db:
+            rows = db.execute("SELECT id, sub, role, created, revoked FROM refresh_families "
+                              "ORDER BY created").fetchall()
+        return [{"id": r[0], "sub": r[1], "role": r[2], "created": r[3], "revoked": bool(r[4])}
+                for r in rows]
+
+    def revoke_logins(self, ident: str) -> int:
+        """Revoke the logins of user ``ident`` (or the one with that id); how many."""
+        with self.tokens.state.transaction() as db:
+            families = [r[0] for r in db.execute(
+                "SELECT id FROM refresh_families WHERE (id = ? OR sub = ?) AND revoked = 0",
+                (ident, ident)).fetchall()]
+            for family in families:
+                self.revoke_family(db, family)
+        return len(families)
+
+    @staticmethod
+    def revoke_family(db: Tx, family: str) -> None:
+        """Revoke a login's refresh family; its live sessions end on every gateway."""
+        db.execute("UPDATE refresh_families SET revoked = 1 WHERE id = ?", (family,))
+        db.event("revoked", f"family:{family}")
+
+    def _new_refresh(self, db: Tx, family: str, now: float) -> str:
         token = REFRESH_PREFIX + secrets.token_urlsafe(32)
         db.execute("INSERT INTO refresh_tokens (hash, family, expires) VALUES (?, ?, ?)",
                    (token_hash(token), family, now + self.refresh_ttl))
         return token
 
-    def _token_response(self, sub: str, role: str, refresh: str) -> dict[str, Any]:
-        access = self.tokens.mint_jwt(sub, role, self.access_ttl)
+    def _token_response(self, sub: str, role: str, refresh: str, family: str) -> dict[str, Any]:
+        access = self.tokens.mint_jwt(sub, role, self.access_ttl, family=family)
         return {"access_token": access, "token_type": "Bearer",
                 "expires_in": int(self.access_ttl), "refresh_token": refresh}

@@ -47,6 +47,7 @@ class Refusal(Exception):
     required_role: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     log: str = ""  # what the operator's log gets, beyond the detail
+    members: dict[str, Any] = field(default_factory=dict)  # extension members of the body
 
     def __post_init__(self) -> None:
         super().__init__(self.detail)
@@ -68,6 +69,21 @@ def forbidden(detail: str, required_role: str | None) -> Refusal:
                    headers={"WWW-Authenticate": header})
 
 
+def state_unavailable(log: str) -> Refusal:
+    """A 503: the state database is lost or too slow; ``log`` (why) goes to the log only."""
+    return Refusal(503, Code.STATE_UNAVAILABLE,
+                   "its state database is lost or too slow; try again shortly",
+                   headers={"Retry-After": "1"}, log=log)
+
+
+def port_not_forwarded(service: str, port: int, ports: tuple[int, ...]) -> Refusal:
+    """A 422: ``port`` of ``service`` is not open for forwarding; the body lists ``ports``."""
+    allowed = ", ".join(map(str, ports)) or "none"
+    return Refusal(422, Code.PORT_NOT_FORWARDED,
+                   f"port {port} of service {service} is not open for forwarding; "
+                   f"open ports: {allowed}", members={"port": port, "ports": list(ports)})
+
+
 def problem_body(refusal: Refusal, request_id: str) -> dict[str, Any]:
     """The RFC 9457 body of a refusal."""
     body: dict[str, Any] = {
@@ -79,6 +95,7 @@ def problem_body(refusal: Refusal, request_id: str) -> dict[str, Any]:
     }
     if refusal.required_role:
         body["required_role"] = refusal.required_role
+    body.update(refusal.members)
     body["request_id"] = request_id
     return body
 

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from tether.gateway.config import GatewayConfig
 from tether.gateway.faults import Faults
+from tether.gateway.serve import new_event_loop
 from tether.gateway.server import Gateway
 
 T = TypeVar("T")
@@ -110,7 +111,7 @@ def start_in_thread(config: GatewayConfig, state_dir: Path, *, host: str = "127.
                     timeout: float = 15.0) -> RunningGateway:
     """Start a gateway on ``host:port`` (0: a free port) in a daemon thread, once listening."""
     gateway = Gateway(config, state_dir, faults=faults, ssl_context=ssl_context)
-    loop = asyncio.new_event_loop()
+    loop = new_event_loop()
     started = threading.Event()
     failure: list[BaseException] = []
 

@@ -1,9 +1,14 @@
-"""Running a gateway in the foreground until SIGTERM or SIGINT (then every session gets 1001)."""
+"""Running a gateway in the foreground until SIGTERM or SIGINT (then every session gets 1001).
+
+The event loop is uvloop's when it is installed (the ``fast`` extra), unless
+``TETHER_GATEWAY_LOOP=asyncio`` asks for the standard one.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import signal
 import ssl
 from collections.abc import Callable
@@ -42,6 +47,18 @@ def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     return context
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop when it is installed and not turned off, else asyncio's."""
+    if os.environ.get("TETHER_GATEWAY_LOOP", "").lower() != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 def run_forever(gateway: Gateway, host: str, port: int, *,
                 on_ready: Callable[[Gateway], None] | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then close every session 1001 and return."""
@@ -62,7 +79,8 @@ def run_forever(gateway: Gateway, host: str, port: int, *,
                 loop.remove_signal_handler(signum)
 
     try:
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(main())
     finally:
         gateway.close_state()
 

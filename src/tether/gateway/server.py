@@ -3,7 +3,7 @@
 Checks before an upgrade, in order (the first that fails answers)::
 
     unknown path 404 -> not a WebSocket upgrade 426 -> credential 401
-    -> rate limit 429 -> parameters 400 -> service, instance 404 -> role, port 403
+    -> rate limit 429 -> parameters 400 -> service, instance 404 -> role 403 -> port 422
     -> session limit 503 -> injected faults 500/502/503/504 -> 101
 
 Every response carries ``X-Request-Id``. After the upgrade, a guard closes the
@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import socket
 import ssl
 import time
 from collections import Counter
@@ -39,35 +40,39 @@ from tether.gateway.faults import AGENT_TIMEOUT_REASON, Faults
 from tether.gateway.forward import serve_forward
 from tether.gateway.logs import serve_logs
 from tether.gateway.logsources import LogHub
-from tether.gateway.oauth import OAuth
 from tether.gateway.params import bad, flag, integer, log_request, one, parse_query
 from tether.gateway.problems import (
     Refusal,
     forbidden,
+    port_not_forwarded,
     problem_response,
     request_id_from,
     unauthorized,
 )
-from tether.gateway.ratelimit import RateLimiter, retry_after_header
+from tether.gateway.resumable import Registry
 from tether.gateway.session import SessionContext, ShellRequest, close_with
 from tether.gateway.shell import serve_shell
-from tether.gateway.state import StateStore
-from tether.gateway.tokens import AuthError, Principal, TokenService
+from tether.gateway.state import Access, open_state
+from tether.gateway.tokens import AuthError
 from tether.protocol import (
     ENDPOINTS,
     MINIMUM_ROLES,
     PORT_FORWARD_SUBPROTOCOLS,
+    RESUME_PARAM,
     SUBPROTOCOL,
+    SUBPROTOCOL_V2,
     CloseCode,
     parse_close_reason,
     role_allows,
 )
+from tether.store import StateUnavailable, Store
 
 log = logging.getLogger("tether.gateway")
 _PATHS = {path: name for name, path in ENDPOINTS.items()}
 _VERBS = {"shell": "open a shell", "logs": "read logs", "port-forward": "forward ports"}
 GOING_AWAY_REASON = "gateway-restarting: the gateway is shutting down"
-_SECRET = re.compile(r"(?i)(bearer\s+)(?!realm=)\S+|tth[r]?_[A-Za-z0-9_-]+|eyJ[A-Za-z0-9_.-]+")
+_SECRET = re.compile(r"(?i)(bearer\s+)(?!realm=)\S+|tth[r]?_[A-Za-z0-9_-]+|eyJ[A-Za-z0-9_.-]+"
+                     r'|"id":\s*"[^"]*"?')  # session ids in frame logs
 
 
 class _Redact(logging.Filter):
@@ -94,18 +99,18 @@ def _is_upgrade(request: Request) -> bool:
 class Gateway:
     """One gateway: its state, its services and, once started, its listening socket."""
 
-    def __init__(self, config: GatewayConfig, state_dir: Path, *, faults: Faults | None = None,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, config: GatewayConfig, state: Path | str | Store, *,
+                 faults: Faults | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
         self.config = config
-        self.state = StateStore(state_dir)
-        self.tokens = TokenService(self.state, issuer=config.issuer or "")
-        self.oauth = OAuth(self.tokens, access_ttl=config.access_ttl,
-                           refresh_ttl=config.refresh_ttl, device_interval=config.device_interval,
-                           device_expires=config.device_expires)
+        self.state = open_state(state, config)  # a directory (SQLite) or postgresql:// URL
+        self.access = Access(self.state, config)
+        self.tokens, self.oauth = self.access.tokens, self.access.oauth
         self.faults = faults if faults is not None else Faults()
         self.ssl_context = ssl_context
-        self.limiter = RateLimiter(config.rate_limit.rate, config.rate_limit.burst)
         self.logs = LogHub(config.services)
+        self.resumable = Registry(buffer=config.resume_buffer, grace=config.resume_grace,
+                                  open_timeout=config.open_timeout,
+                                  close_timeout=config.close_timeout)
         self.sessions: set[ServerConnection] = set()
         self._pending: set[ServerConnection] = set()
         self.dial_count: Counter[str] = Counter()
@@ -146,6 +151,7 @@ class Gateway:
         self.host, self.port = host, self._server.sockets[0].getsockname()[1]
         if not self.tokens.issuer:
             self.tokens.issuer = self.url
+        self.access.start(f"{socket.gethostname()}:{self.port}")
         self.logs.start()
         log.info("gateway listening on %s", self.url)
 
@@ -157,6 +163,8 @@ class Gateway:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), self.config.close_timeout + 5.0)
         await self.logs.stop()
+        await self.resumable.close_all()
+        await self.access.stop()
         log.info("gateway stopped")
 
     async def serve_forever(self) -> None:
@@ -172,7 +180,7 @@ class Gateway:
 
     def close_state(self) -> None:
         """Close the state database (after ``stop``)."""
-        self.state.close()
+        self.access.close()
 
     @property
     def session_count(self) -> int:
@@ -186,6 +194,8 @@ class Gateway:
         request = connection.request
         path = urlsplit(request.path).path if request is not None else ""
         choices = PORT_FORWARD_SUBPROTOCOLS if path == ENDPOINTS["port-forward"] else (SUBPROTOCOL,)
+        if self.config.resume and path in (ENDPOINTS["shell"], ENDPOINTS["port-forward"]):
+            choices = (SUBPROTOCOL_V2, *choices)
         for choice in choices:
             if choice in offered:
                 return Subprotocol(choice)
@@ -203,7 +213,7 @@ class Gateway:
                 self.dial_count[split.path] += 1
                 await self._admit(connection, request, endpoint, split.query, rid)
                 return None
-            return self._http(connection, request, split.path, rid)
+            return await self._http(connection, request, split.path, rid)
         except Refusal as refusal:
             log.info("request %s %s refused %d %s: %s%s", rid, split.path, refusal.status,
                      refusal.code, refusal.detail, f" ({refusal.log})" if refusal.log else "")
@@ -221,21 +231,21 @@ class Gateway:
         if response.status_code != 101:
             self._pending.discard(connection)
 
-    def _http(self, connection: GatewayConnection, request: Request, path: str,
-              rid: str) -> Response:
+    async def _http(self, connection: GatewayConnection, request: Request, path: str,
+                    rid: str) -> Response:
         if path == "/v1/health":
             return httpapi.health(self._health(), len(self.sessions))
         if path == "/v1/auth/device":
-            return httpapi.device_authorization(self.oauth, self.tokens.issuer or self.url,
-                                                request)
+            return await httpapi.device_authorization(self.access, self.tokens.issuer or self.url,
+                                                      request)
         if path == "/v1/auth/token":
-            return httpapi.token(self.oauth, request, connection.http_body,
-                                 connection.body_too_large, rid)
+            return await httpapi.token(self.access, request, connection.http_body,
+                                       connection.body_too_large, rid)
         if path == "/v1/auth/verify":
             return httpapi.verify_page(request)
         raise Refusal(404, Code.NOT_FOUND, "no such endpoint on this gateway")
 
-    def _principal(self, request: Request) -> Principal:
+    def _bearer(self, request: Request) -> str:
         values = request.headers.get_all("Authorization")
         if not values:
             raise unauthorized("no bearer token: send Authorization: Bearer TOKEN")
@@ -244,10 +254,7 @@ class Gateway:
         scheme, _, token = values[0].strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthorized("the Authorization header must be Bearer TOKEN")
-        try:
-            return self.tokens.verify(token.strip())
-        except AuthError as exc:
-            raise unauthorized(exc.description, expired=exc.expired) from None
+        return token.strip()
 
     def service_instances(self, service: ServiceConfig) -> list[str]:
         """A service's instances: configured, else its log instances, else its own name."""
@@ -263,13 +270,7 @@ class Gateway:
             raise Refusal(426, Code.INVALID_REQUEST,
                           f"{ENDPOINTS[endpoint]} speaks WebSocket only: send an upgrade request",
                           headers={"Upgrade": "websocket"})
-        principal = self._principal(request)
-        wait = self.limiter.take(principal.key)
-        if wait > 0:
-            after = retry_after_header(wait)
-            raise Refusal(429, Code.RATE_LIMITED,
-                          f"too many sessions opened with this credential; retry in {after} s",
-                          headers={"Retry-After": after}, log=f"principal {principal.sub}")
+        principal = await self.access.admit(self._bearer(request))  # 401, 429, 503
         params = parse_query(query, endpoint)
         name = one(params, "service")
         if not name:
@@ -295,10 +296,8 @@ class Gateway:
             raise forbidden(f"role {principal.role} cannot {_VERBS[endpoint]} on service {name} "
                             f"(requires {required})", required)
         if ctx.port is not None and ctx.port not in service.ports:
-            allowed = ", ".join(map(str, service.ports)) or "none"
-            raise forbidden(f"port {ctx.port} of service {name} is not open for forwarding; "
-                            f"open ports: {allowed}", None)
-        if self._active() >= self.config.session_limit:
+            raise port_not_forwarded(name, ctx.port, service.ports)
+        if not ctx.resume and self._active() >= self.config.session_limit:
             raise Refusal(503, Code.GATEWAY_UNAVAILABLE,
                           "the gateway is at its session limit; try again shortly",
                           headers={"Retry-After": "1"})
@@ -315,6 +314,7 @@ class Gateway:
             ctx.logs = log_request(params, ctx.service.name)
             return
         ctx.instance = ctx.instance or (instances[0] if instances else ctx.service.name)
+        ctx.resume = flag(params, RESUME_PARAM, False)
         if ctx.endpoint == "shell":
             tty = flag(params, "tty", False)
             cols = integer(params, "cols", 80, 1, 65535)
@@ -333,7 +333,7 @@ class Gateway:
     def _active(self) -> int:
         stale = {c for c in self._pending if c.state not in (State.CONNECTING, State.OPEN)}
         self._pending -= stale
-        return len(self.sessions) + len(self._pending - self.sessions)
+        return len(self.sessions) + len(self._pending - self.sessions) + self.resumable.detached
 
     async def _injected(self, service: str) -> None:
         faults = self.faults
@@ -361,6 +361,7 @@ class Gateway:
             await close_with(ws, CloseCode.INTERNAL_ERROR, "gateway-error", "no session context")
             return
         self.sessions.add(ws)
+        audit = self.access.opened(ws, ctx)
         tasks: list[asyncio.Task[None]] = []
         try:
             if await self._fault_after_upgrade(ws, ctx):
@@ -384,6 +385,7 @@ class Gateway:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             self.sessions.discard(ws)
+            self.access.ended(audit, ws.close_code, ws.close_reason)
             log.info("request %s: session ended (%s %s)", ctx.request_id, ws.close_code,
                      ws.close_reason)
 
@@ -404,7 +406,9 @@ class Gateway:
 
     async def _endpoint(self, ws: ServerConnection, ctx: SessionContext) -> None:
         service = ctx.service
-        if ctx.shell is not None:
+        if ctx.resume or ws.subprotocol == SUBPROTOCOL_V2:
+            await self.resumable.serve(ws, ctx)
+        elif ctx.shell is not None:
             request = ctx.shell
             await serve_shell(ws, service, ctx.instance or service.name, request.argv,
                               tty=request.tty, cols=request.cols, rows=request.rows)
@@ -417,9 +421,20 @@ class Gateway:
                                 request_id=ctx.request_id)
 
     async def _guard(self, ws: ServerConnection, ctx: SessionContext) -> None:
-        """Close the session when its credential expires, is revoked, or loses its role."""
+        """Close the session when its credential expires, is revoked, or loses its role.
+
+        Revocations and role changes are pushed (``Access.watch``), never polled here.
+        """
+        changed = self.access.watch(ctx.principal)
+        try:
+            await self._guard_until_closed(ws, ctx, changed)
+        finally:
+            self.access.unwatch(ctx.principal, changed)
+
+    async def _guard_until_closed(self, ws: ServerConnection, ctx: SessionContext,
+                                  changed: asyncio.Event) -> None:
         principal = ctx.principal
-        started = last_check = time.time()
+        started = time.time()
         while ws.state is State.OPEN:
             now = time.time()
             deadline = principal.expires_at
@@ -430,14 +445,16 @@ class Gateway:
                 await close_with(ws, CloseCode.POLICY_VIOLATION, "token-expired",
                                  "the access token expired during the session")
                 return
-            if principal.kind == "api" and now - last_check >= self.config.credential_check:
-                last_check = now
+            if changed.is_set():
+                changed.clear()
                 try:
-                    principal = self.tokens.recheck(principal)
-                except AuthError:
+                    principal = await self.access.recheck(principal)
+                except AuthError as exc:
                     await close_with(ws, CloseCode.POLICY_VIOLATION, "unauthorized",
-                                     "the API token was revoked during the session")
+                                     f"{exc.description} during the session")
                     return
+                except StateUnavailable as exc:
+                    log.warning("request %s: credential not re-checked: %s", ctx.request_id, exc)
                 if not role_allows(principal.role, ctx.endpoint):
                     required = MINIMUM_ROLES[ctx.endpoint]
                     await close_with(ws, CloseCode.INVALID_DATA, "permission-denied",
@@ -447,7 +464,8 @@ class Gateway:
             wait = 0.5
             if deadline is not None:
                 wait = min(wait, max(0.0, deadline - now))
-            await asyncio.sleep(wait)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), wait)
 
     def _health(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -455,5 +473,6 @@ class Gateway:
             down = name in self.faults.backend_down or (
                 service.cwd is not None and not service.cwd.is_dir())
             out[name] = {"status": "unavailable" if down else "ok",
-                         "instances": self.service_instances(service)}
+                         "instances": self.service_instances(service),
+                         "ports": list(service.ports)}
         return out

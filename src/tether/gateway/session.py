@@ -1,9 +1,14 @@
-"""What every WebSocket session shares: its context, closing with a reason, checking input."""
+"""What every WebSocket session shares: its context, closing with a reason, checking input,
+and what a resumable (tether.v2) session runs: a :class:`Backend` that ends in an
+:class:`Ending`."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -15,6 +20,8 @@ from tether.gateway.tokens import Principal
 from tether.protocol import (
     CloseCode,
     ControlMessage,
+    Eof,
+    Exit,
     ProtocolViolation,
     decode_control,
     format_close_reason,
@@ -55,6 +62,67 @@ class SessionContext:
     shell: ShellRequest | None = None
     logs: LogRequest | None = None
     port: int | None = None
+    resume: bool = False  # tether.v2: the dial resumes a session (``resume=1``)
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How the gateway's side of a resumable session ends, once all its data is sent: an
+    optional last message, then a close with ``code`` and ``reason``."""
+
+    message: Exit | Eof | None = None  # Exit for a shell, Eof for a port-forward's target
+    code: int = CloseCode.NORMAL
+    reason: str = ""  # ``catalog-code: text``
+    needs_client_eof: bool = False  # close only once the client's eof came too (port-forward)
+
+
+#: Reads at most the given number of bytes; b"" at the end of the stream.
+Reader = Callable[[int], Awaitable[bytes]]
+
+
+class Backend(Protocol):
+    """What a resumable session runs: a shell's process, or a forwarded TCP connection."""
+
+    #: True: while detached, keep reading and let the oldest unacknowledged bytes go
+    #: (counted); False: stop reading when the replay buffer is full.
+    evicts_when_detached: bool
+
+    def outputs(self) -> Sequence[tuple[int, Reader]]:
+        """The streams to the client, each with the tag that frames its bytes."""
+        ...
+
+    def frame(self, tag: int, data: bytes) -> bytes:
+        """One binary frame carrying ``data`` of stream ``tag``."""
+        ...
+
+    def payload(self, frame: bytes) -> bytes:
+        """The data of a client's binary frame; raises ProtocolViolation."""
+        ...
+
+    async def write(self, data: bytes) -> None:
+        """Client data in; raises OSError when the backend broke."""
+        ...
+
+    async def eof(self) -> None:
+        """The client finished writing."""
+        ...
+
+    def resize(self, cols: int, rows: int) -> bool:
+        """Apply a terminal size; False when this backend takes no resize."""
+        ...
+
+    async def finished(self, pumps: Sequence[asyncio.Task[None]], progress: Callable[[], int],
+                       busy: Callable[[], bool]) -> Ending:
+        """Wait until the backend is done and its output is read; how the session ends."""
+        ...
+
+    def broken(self) -> Ending:
+        """The ending after a write failed."""
+        ...
+
+    async def close(self) -> None:
+        """Release everything: reap the process, close the socket."""
+        ...
 
 
 async def close_with(ws: ServerConnection, code: int, catalog_code: str, text: str) -> None:

@@ -33,7 +33,11 @@ class Reach(Protocol):
 
     @property
     def gateway(self) -> str | None:
-        """The gateway or context named by the user; None: the current context."""
+        """The gateway named by the user (--gateway); None: see ``context``."""
+
+    @property
+    def context(self) -> str | None:
+        """The context named by the user (--context); None: the environment, then the current."""
 
     @property
     def connect_timeout(self) -> float:
@@ -59,6 +63,11 @@ class Reach(Protocol):
     def retry_for(self) -> float:
         """Seconds of continuous failure after which reconnecting stops."""
 
+    @property
+    def retry_for_explicit(self) -> bool:
+        """Whether the user gave ``retry_for``: then a first contact that finds no such
+        name or nothing listening retries too (someone waiting for a gateway to come up)."""
+
 
 class LinkReporter(Reporter, Protocol):
     """The supervisor's reporter, able to take down what it shows for the time being."""
@@ -75,6 +84,7 @@ class Link:
     credential: Credential
     options: DialOptions
     retry_for: float = 300.0
+    patient_first_contact: bool = True  # retry a wrong address before any session
 
     @property
     def role(self) -> str | None:
@@ -92,14 +102,15 @@ def open_link(reach: Reach) -> Link:
     from tether.client.dial import DialOptions
     from tether.client.http import HttpOptions
 
-    gateway = resolve_gateway(reach.gateway).gateway
+    gateway = resolve_gateway(reach.gateway, context=reach.context).gateway
     http = HttpOptions(timeout=reach.connect_timeout, ca_cert=reach.ca_cert,
                        insecure=reach.insecure)
     credential = resolve_credential(gateway, http=http)
     options = DialOptions(connect_timeout=reach.connect_timeout, ca_cert=reach.ca_cert,
                           insecure=reach.insecure, keepalive_interval=reach.keepalive_interval,
                           keepalive_timeout=reach.keepalive_timeout)
-    return Link(gateway, credential, options, retry_for=reach.retry_for)
+    return Link(gateway, credential, options, retry_for=reach.retry_for,
+                patient_first_contact=reach.retry_for_explicit)
 
 
 REJECTED_ENV_HINT = ("TETHER_TOKEN was rejected and is never refreshed: make a new API token "
@@ -120,12 +131,16 @@ def worded_for(link: Link) -> Iterator[None]:
 
 
 def dial_once(link: Link, command: str, params: Params, reporter: Reporter) -> Connection:
-    """One dial of ``command``; raises TetherError with the classified failure."""
-    from tether.client.dial import dial
+    """One dial of ``command``; raises TetherError with the classified failure.
 
+    A reporter that is also a :class:`~tether.client.dial.DialProgress` hears of each stage.
+    """
+    from tether.client.dial import DialProgress, dial
+
+    progress = reporter if isinstance(reporter, DialProgress) else None
     with worded_for(link):
         return dial(link.gateway, command, params, link.credential, link.options,
-                    role=link.role, warn=reporter.warning)
+                    role=link.role, warn=reporter.warning, progress=progress)
 
 
 def supervise(link: Link, command: str, params: Callable[[Attempt], Params],
@@ -135,16 +150,17 @@ def supervise(link: Link, command: str, params: Callable[[Attempt], Params],
     """Run ``handler`` on a connection of ``command``, reconnecting as the retry policy allows.
 
     ``params(attempt)`` builds the query of each dial (logs resume with ``after=``).
-    ``policy`` defaults to one that retries for ``link.retry_for``; ``sleep``
-    (the wait before a redial) to the supervisor's own.
+    ``policy`` defaults to one that retries for ``link.retry_for``, patient on first
+    contact as ``link`` says; ``sleep`` (the wait before a redial) to the supervisor's own.
     Returns the handler's result; raises TetherError with the final failure.
     """
     from tether.client.retry import RetryPolicy
     from tether.client.supervisor import Supervisor
 
+    policy = policy or RetryPolicy(retry_for=link.retry_for,
+                                   patient_first_contact=link.patient_first_contact)
     supervisor = Supervisor(lambda attempt: dial_once(link, command, params(attempt), reporter),
-                            handler, credential=link.credential,
-                            policy=policy or RetryPolicy(retry_for=link.retry_for),
+                            handler, credential=link.credential, policy=policy,
                             reporter=reporter, sleep=sleep)
     try:
         with worded_for(link):

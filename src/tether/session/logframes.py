@@ -1,11 +1,12 @@
-"""Frames of ``/v1/logs`` to rows: a fast path for whole, well-formed frames, LogDecoder otherwise.
+"""Frames of ``/v1/logs`` to rows: a fast path for well-formed frames, LogDecoder otherwise.
 
-A gateway frame is NDJSON, one record per line. When a frame ends with a
-newline and nothing is left over from the one before, it is walked with the C
-JSON scanner, each value required to end exactly at its own line's newline; if
-any line is not exactly one valid record, the whole frame goes through
-:class:`tether.protocol.LogDecoder` instead, line by line, so that a bad
-line costs speed, never records.
+A gateway frame is NDJSON, one or more records, one per line, and the frame's
+end ends its last record whether or not a newline follows it: a record never
+spans frames, so each frame is decoded on its own and nothing is held back
+for the next one. A frame is first walked with the C JSON scanner, each value
+required to end exactly at its own line's end; if any line is not exactly one
+valid record, the whole frame goes through :class:`tether.protocol.LogDecoder`
+instead, line by line, so that a bad line costs speed, never records.
 """
 
 from __future__ import annotations
@@ -26,27 +27,15 @@ def _row(record: LogRecord) -> Row:
     return (record.cursor, record.ts, record.instance, record.stream, record.message)
 
 
-class FrameDecoder:
-    """Feed it the data of each text frame; get the rows and bad records it completes."""
-
-    def __init__(self, max_line: int = MAX_LINE) -> None:
-        self._lines = LogDecoder(max_line)
-        self._max_line = max_line
-        self._split = False  # the last frame ended inside a line: LogDecoder holds its start
-
-    def feed(self, data: bytes) -> list[Entry]:
-        """The entries completed by ``data``, in order."""
-        if not self._split and data.endswith(b"\n") and len(data) <= self._max_line:
-            rows = _fast(data)
-            if rows is not None:
-                return rows
-        self._split = not data.endswith(b"\n")
-        return [_row(e) if isinstance(e, LogRecord) else e for e in self._lines.feed(data)]
-
-    def finish(self) -> list[Entry]:
-        """A last line that came without its newline, at the end of the stream."""
-        self._split = False
-        return [_row(e) if isinstance(e, LogRecord) else e for e in self._lines.finish()]
+def decode_frame(data: bytes, max_line: int = MAX_LINE) -> list[Entry]:
+    """The entries of one text frame, in order; its last line needs no newline."""
+    if len(data) <= max_line:
+        rows = _fast(data)
+        if rows is not None:
+            return rows
+    lines = LogDecoder(max_line)
+    return [_row(e) if isinstance(e, LogRecord) else e
+            for e in (*lines.feed(data), *lines.finish())]
 
 
 _SCAN = json.JSONDecoder().raw_decode
@@ -66,9 +55,9 @@ def _fast(data: bytes) -> list[Entry] | None:
             item, stop = _SCAN(text, pos)
         except (ValueError, RecursionError):
             return None
-        # one value per line: it ends at a newline and holds none (JSON allows newlines
-        # between tokens, so a record split over two lines would otherwise pass)
-        if stop >= end or text[stop] != "\n" or find("\n", pos, stop) >= 0:
+        # one value per line: it ends at a newline or the frame's end and holds no newline
+        # (JSON allows newlines between tokens, so a record split over two lines would pass)
+        if (stop < end and text[stop] != "\n") or find("\n", pos, stop) >= 0:
             return None
         pos = stop + 1
         try:

@@ -1,8 +1,9 @@
 """One ``tether logs`` stream: the query of each dial and the handler of each connection.
 
-Resume: the session remembers the cursor of the last record it handled
-(printed, filtered out, or a bad line that carried one). When a connection
-breaks with a transient failure, the supervisor redials with
+Each frame is decoded and printed as soon as it arrives (a frame's end ends
+its last record). Resume: the session remembers the cursor of the last record
+it handled (printed, filtered out, or a bad line that carried one). When a
+connection breaks with a transient failure, the supervisor redials with
 ``after=<cursor>``; the gateway resumes every instance right after it, so
 nothing is lost or repeated. ``tail`` goes only on a dial without a cursor
 (``after`` supersedes it).
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
-from tether.session.logframes import Entry, FrameDecoder
+from tether.session.logframes import Entry, decode_frame
 
 if TYPE_CHECKING:
     from tether.client.dial import Connection, ParamValue
@@ -49,18 +50,16 @@ class LogSession:
         return query
 
     def handle(self, connection: Connection, attempt: Attempt) -> int:
-        """Print what arrives until the stream ends normally; raises TetherError if it breaks."""
-        frames = FrameDecoder()
+        """Print each frame as it arrives until the stream ends normally.
+
+        Raises TetherError if it breaks.
+        """
         printer = self.printer
         while (message := connection.recv()) is not None:
             if self.raw:
                 printer.print_raw(message.data)
                 continue
-            self._moved(printer.print(frames.feed(message.data)))
-        if not self.raw:
-            self._moved(printer.print(frames.finish()))
+            cursor = printer.print(decode_frame(message.data))
+            if cursor is not None:
+                self.cursor = cursor
         return 0
-
-    def _moved(self, cursor: str | None) -> None:
-        if cursor is not None:
-            self.cursor = cursor

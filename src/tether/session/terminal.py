@@ -4,6 +4,9 @@
 exit, an exception, Ctrl+C, and SIGTERM/SIGHUP (which the CLI's error boundary
 turns into exceptions). An ``atexit`` hook is the last resort for anything else
 that ends the interpreter.
+
+``termios`` and ``tty`` exist on POSIX only: they are imported by ``raw_mode``
+alone, so that every other command (and this module) loads on Windows too.
 """
 
 from __future__ import annotations
@@ -14,8 +17,6 @@ import os
 import shutil
 import signal
 import sys
-import termios
-import tty
 from collections.abc import Callable, Iterator
 from types import FrameType
 
@@ -42,6 +43,9 @@ def size(fd: int | None = None) -> tuple[int, int]:
 @contextlib.contextmanager
 def raw_mode(fd: int) -> Iterator[None]:
     """Put the terminal on ``fd`` in raw mode for the block; restore it however the block ends."""
+    import termios
+    import tty
+
     saved: _Attrs = termios.tcgetattr(fd)
 
     def restore() -> None:
@@ -59,18 +63,25 @@ def raw_mode(fd: int) -> Iterator[None]:
 
 @contextlib.contextmanager
 def on_resize(callback: Callable[[], None]) -> Iterator[None]:
-    """Call ``callback`` on SIGWINCH during the block (main thread only; a no-op elsewhere)."""
+    """Call ``callback`` on SIGWINCH during the block.
+
+    A no-op outside the main thread, and where there is no SIGWINCH (Windows).
+    """
+    sigwinch = getattr(signal, "SIGWINCH", None)
+    if sigwinch is None:  # Windows: the console has no such signal
+        yield
+        return
     try:
-        previous = signal.getsignal(signal.SIGWINCH)
+        previous = signal.getsignal(sigwinch)
 
         def handler(signum: int, frame: FrameType | None) -> None:
             callback()
 
-        signal.signal(signal.SIGWINCH, handler)
+        signal.signal(sigwinch, handler)
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGWINCH, previous)
+        signal.signal(sigwinch, previous)

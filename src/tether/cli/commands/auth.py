@@ -1,4 +1,4 @@
-"""``tether auth``: log in with the device flow, show the credential, log out, print the token.
+"""``tether auth``: log in, switch contexts, show the credential, log out, print the token.
 
 A token is printed in one place only: ``tether auth token``, on stdout. Every
 other line shows what a token says (subject, role, expiry), never the token.
@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from tether.cli.commands.completion import complete_contexts
+from tether.cli.help import Typer
 from tether.errors import Interrupted
 
 if TYPE_CHECKING:
@@ -20,10 +22,10 @@ if TYPE_CHECKING:
     from tether.cli.options import Settings
     from tether.client.http import HttpOptions
 
-app = typer.Typer(
-    help="Log in to a gateway, show or remove the stored credential, print the token.",
+app = Typer(
+    help="Log in to a gateway, switch contexts, show or remove the stored credential, "
+         "print the token.",
     no_args_is_help=True,
-    rich_markup_mode=None,
 )
 
 
@@ -52,7 +54,8 @@ def _resolve(ctx: typer.Context) -> tuple[Resolved, Config]:
     from tether.auth.contexts import load_config, resolve_gateway
 
     config = load_config()
-    return resolve_gateway(_settings(ctx).gateway, config=config), config
+    s = _settings(ctx)
+    return resolve_gateway(s.gateway, context=s.context, config=config), config
 
 
 def relative(seconds: float) -> str:
@@ -140,13 +143,15 @@ def login(
     ctx: typer.Context,
     url: Annotated[str | None, typer.Argument(
         metavar="URL",
-        help="The gateway; it becomes the current context. "
-             "Default: --gateway, TETHER_GATEWAY, or the current context.")] = None,
-    context_name: Annotated[str | None, typer.Option(
-        "--context", metavar="NAME", help="Name of the context to save (default: host:port).")
-    ] = None,
+        help="The gateway; it becomes the current context, named by --context (default: "
+             "host:port). Default: --gateway, --context, TETHER_GATEWAY, or the current "
+             "context.")] = None,
 ) -> None:
-    """Log in with the device flow: approve the code shown, in a browser or by an Admin."""
+    """Log in with the device flow: approve the code shown, in a browser or by an Admin.
+
+    With URL, the gateway is saved as a context (--context NAME names it) and
+    becomes the current one.
+    """
     from tether.auth.contexts import load_config, normalize_gateway_url, resolve_gateway
     from tether.auth.credentials import KeyringCredential, endpoints_for
     from tether.auth.oauth import poll_device_token, start_device_flow
@@ -155,8 +160,8 @@ def login(
 
     settings = _settings(ctx)
     config = load_config()
-    gateway = (normalize_gateway_url(url) if url
-               else resolve_gateway(settings.gateway, config=config).gateway)
+    gateway = (normalize_gateway_url(url) if url else resolve_gateway(
+        settings.gateway, context=settings.context, config=config).gateway)
     store = KeyringStore()
     store.backend  # noqa: B018 - fail before the user approves anything
     http = _http(settings)
@@ -171,7 +176,8 @@ def login(
     tokens = StoredTokens(response.access_token, response.refresh_token)
     with gateway_lock(gateway):
         store.save(gateway, tokens)
-    name = _remember(config, gateway, name=context_name, make_current=url is not None)
+    name = _remember(config, gateway, name=settings.context if url else None,
+                     make_current=url is not None)
     info = KeyringCredential(gateway, tokens, store=store, endpoints=endpoints,
                              http=http).describe()
     if settings.json:
@@ -190,18 +196,84 @@ def _note_env_token() -> None:
         _note("Note: TETHER_TOKEN is set and is used instead of the keyring.")
 
 
-# --- status, logout, token ------------------------------------------------------------------
+# --- contexts, status, logout, token ----------------------------------------------------------
+
+
+def _contexts(config: Config) -> list[dict[str, Any]]:
+    from tether.text import strip_control
+
+    return [{"name": strip_control(c.name, limit=100), "gateway": strip_control(c.gateway,
+                                                                                limit=300),
+             "current": c.name == config.current_context} for c in config.contexts.values()]
+
+
+def _show_contexts(contexts: list[dict[str, Any]]) -> None:
+    """The contexts, ``*`` before the current one, as ``kubectl config get-contexts`` marks it."""
+    if not contexts:
+        typer.echo("Contexts: none (`tether auth login URL` adds one)")
+        return
+    typer.echo("Contexts:")
+    width = max(len(c["name"]) for c in contexts)
+    for c in contexts:
+        typer.echo(f"{'*' if c['current'] else ' '} {c['name']:<{width}}  {c['gateway']}")
+    typer.echo("")
+
+
+def _note_env_override() -> None:
+    import os
+
+    for name in ("TETHER_GATEWAY", "TETHER_CONTEXT"):
+        if os.environ.get(name, "").strip():
+            _note(f"Note: {name} is set, and is used instead of the current context.")
+            return
+
+
+@app.command("switch")
+def switch(
+    ctx: typer.Context,
+    context: Annotated[str, typer.Argument(
+        metavar="NAME", autocompletion=complete_contexts,
+        help="The context to make current (`tether auth status` lists them).")],
+) -> None:
+    """Make context NAME the current one: commands use its gateway from now on."""
+    from tether.auth.contexts import switch_context
+    from tether.text import strip_control
+
+    chosen = switch_context(context)
+    name, gateway = strip_control(chosen.name, limit=100), strip_control(chosen.gateway,
+                                                                         limit=300)
+    if _settings(ctx).json:
+        import json
+
+        typer.echo(json.dumps({"context": name, "gateway": gateway}, separators=(",", ":")))
+    else:
+        typer.echo(f"Switched to context {name!r} ({gateway}).")
+    _note_env_override()
 
 
 @app.command("status")
 def status(ctx: typer.Context) -> None:
-    """Show the gateway, subject, role, expiry, and where the credential comes from."""
+    """List the contexts (* marks the current one), then the credential in use.
+
+    For the gateway in use (--gateway, --context, TETHER_GATEWAY, TETHER_CONTEXT
+    or the current context): its subject, role, expiry, and where the
+    credential comes from.
+    """
+    from tether.auth.contexts import load_config, resolve_gateway
     from tether.auth.credentials import resolve_credential
 
-    resolved, _ = _resolve(ctx)
+    s = _settings(ctx)
+    config = load_config()
+    contexts = _contexts(config)
+    if not s.json:
+        _show_contexts(contexts)
+    resolved = resolve_gateway(s.gateway, context=s.context, config=config)
     credential = resolve_credential(resolved.gateway)
     context = resolved.context.name if resolved.context else None
-    _print_info(credential.describe(), _settings(ctx), {"context": context})
+    extra: dict[str, Any] = {"context": context}
+    if s.json:
+        extra["contexts"] = contexts
+    _print_info(credential.describe(), s, extra)
 
 
 @app.command("logout")

@@ -46,7 +46,7 @@ COMMANDS = ("logs", "shell", "port-forward")
 PROBE_PORT = 1
 #: Codes of a dial that got past authentication: the credential was accepted.
 _PAST_AUTH = frozenset({Code.NOT_FOUND, Code.BACKEND_UNAVAILABLE, Code.AGENT_TIMEOUT,
-                        Code.TARGET_UNREACHABLE})
+                        Code.TARGET_UNREACHABLE, Code.PORT_NOT_FORWARDED})
 
 
 @dataclass(frozen=True)
@@ -215,7 +215,7 @@ class Doctor:
         from tether.auth.contexts import resolve_gateway
         from tether.client.dial import request_url
 
-        resolved = resolve_gateway(self.gateway_flag)
+        resolved = resolve_gateway(self.gateway_flag, context=self.s.context)
         self.gateway = resolved.gateway
         parts = urlsplit(request_url(self.gateway, "", {}))
         self.scheme = parts.scheme

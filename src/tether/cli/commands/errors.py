@@ -13,12 +13,14 @@ from typing import Annotated, Any
 import typer
 
 from tether.cli.options import settings
-from tether.errors import CATALOG, Code, Entry, ExitStatus, Phase, Retry
+from tether.errors import CATALOG, Code, Entry, ExitStatus, Failure, Phase, Retry, TetherError
 
 RETRY_WORDS = {
     Retry.NEVER: "Not retried: the same request would fail the same way.",
     Retry.BUDGET: "Retried with backoff, but only within the short connect budget, "
-                  "because a typo in the address looks the same.",
+                  "because a typo in the address looks the same. Before any session was "
+                  "established, a name that does not exist and a refused connection are not "
+                  "retried unless --retry-for is given.",
     Retry.REFRESH_ONCE: "When the credential is a refreshable login (JWT), tether refreshes it "
                         "once and tries again; otherwise, and after that, not retried.",
     Retry.BACKOFF: "Retried with exponential backoff and jitter (0.5 s doubling to 30 s, "
@@ -64,10 +66,10 @@ def exit_text(code: Code, *, long: bool = False) -> str:
 
 
 def entry_dict(code: Code) -> dict[str, Any]:
-    """One catalog entry as a JSON object."""
+    """One catalog entry as a JSON object; ``exit_code`` as in every JSON error record."""
     entry = CATALOG[code]
     return {"code": str(code), "title": entry.title, "phases": [str(p) for p in entry.phases],
-            "retry": str(entry.retry), "exit_status": int(entry.exit_status),
+            "retry": str(entry.retry), "exit_code": int(entry.exit_status),
             "when": entry.when, "hint": entry.hint}
 
 
@@ -93,8 +95,7 @@ def errors_command(
     try:
         found = Code(normalize_code(code))
     except ValueError:
-        _unknown(code, as_json)
-        raise typer.Exit(int(ExitStatus.USAGE)) from None
+        raise _unknown(code) from None
     _explain(found, as_json)
 
 
@@ -106,8 +107,15 @@ def _list(as_json: bool) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from tether.cli.output.render import get_stdout_console
+    from tether.cli.output.render import columns, get_stdout_console
 
+    console = get_stdout_console()
+    if not console.is_terminal:  # a pipe: one line per code, never wrapped (`| grep CODE`)
+        rows = [("code", "phase", "retry", "exit", "title")] + [
+            (str(code), phases_text(entry), str(entry.retry), exit_text(code), entry.title)
+            for code, entry in CATALOG.items()]
+        sys.stdout.write("".join(line + "\n" for line in columns(rows)))
+        return
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("code", no_wrap=True, min_width=max(len(c) for c in Code))
     table.add_column("phase", max_width=12)
@@ -117,7 +125,6 @@ def _list(as_json: bool) -> None:
     for code, entry in CATALOG.items():
         table.add_row(Text(str(code), style="bold"), phases_text(entry), str(entry.retry),
                       exit_text(code), entry.title)
-    console = get_stdout_console()
     console.print(table)
     console.print(Text("`tether errors CODE` explains one.", style="dim"))
 
@@ -132,15 +139,19 @@ def _explain(code: Code, as_json: bool) -> None:
     from tether.cli.output.render import get_stdout_console
 
     entry = CATALOG[code]
+    rows = [("When", entry.when[:1].upper() + entry.when[1:] + "."),
+            ("What to do", entry.hint or "Nothing."), ("Retry", RETRY_WORDS[entry.retry]),
+            ("Exit status", exit_text(code, long=True)), ("Phase", phases_text(entry))]
+    console = get_stdout_console()
+    if not console.is_terminal:  # a pipe: one line per fact, never wrapped
+        lines = [f"{code}  {entry.title}", ""] + [f"{name}: {text}" for name, text in rows]
+        sys.stdout.write("".join(line + "\n" for line in lines))
+        return
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column()
-    grid.add_row("When", entry.when[:1].upper() + entry.when[1:] + ".")
-    grid.add_row("What to do", entry.hint or "Nothing.")
-    grid.add_row("Retry", RETRY_WORDS[entry.retry])
-    grid.add_row("Exit status", exit_text(code, long=True))
-    grid.add_row("Phase", phases_text(entry))
-    console = get_stdout_console()
+    for name, text in rows:
+        grid.add_row(name, text)
     heading = Text(str(code), style="bold")
     heading.append(f"  {entry.title}")
     console.print(heading)
@@ -148,14 +159,13 @@ def _explain(code: Code, as_json: bool) -> None:
     console.print(grid)
 
 
-def _unknown(code: str, as_json: bool) -> None:
-    from tether.cli.output.render import clean, emit_line, render_event
+def _unknown(code: str) -> TetherError:
+    """The usage-error of a code the catalog does not have, with the codes it may mean."""
+    from tether.cli.output.render import clean
 
     shown = clean(code, limit=80)
     matches = close_matches(code)
-    if as_json:
-        emit_line(render_event("error", message=f"unknown error code {shown!r}",
-                               matches=matches, exit_code=int(ExitStatus.USAGE)))
-        return
-    guess = f" Did you mean {' or '.join(matches)}?" if matches else ""
-    emit_line(f"Unknown error code {shown!r}.{guess} `tether errors` lists every code.")
+    guess = f"Did you mean {' or '.join(matches)}? " if matches else ""
+    return TetherError(Failure.of(
+        Code.USAGE_ERROR, Phase.CONFIG, f"unknown error code {shown!r}",
+        hint=f"{guess}`tether errors` lists every code."))

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tether.cli.commands.completion import complete_services
+from tether.cli.commands.completion import complete_instances, complete_services
 from tether.cli.options import settings
 from tether.errors import Interrupted, TetherError
 
@@ -37,8 +37,9 @@ if TYPE_CHECKING:
     from tether.session.listeners import Listener, Route
 
 MAX_PORT = 65535
-DEFAULT_ADDRESS = "127.0.0.1"
-LOCALHOST = ("127.0.0.1", "::1")  # what ``localhost`` means, each when available
+#: With no --address: kubectl's default, both loopbacks (::1 when this machine has it).
+DEFAULT_ADDRESS = "localhost"
+LOCALHOST = ("127.0.0.1", "::1")  # what ``localhost`` means
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,8 @@ def parse_port_specs(specs: Sequence[str]) -> tuple[PortSpec, ...]:
 def parse_addresses(values: Sequence[str]) -> tuple[tuple[str, bool], ...]:
     """``(ip, optional)`` per address to listen on, in order, without repeats.
 
-    ``localhost`` is 127.0.0.1 and ::1, each optional (skipped when this machine
-    lacks it); an address named explicitly is required.
+    ``localhost`` (the default) is 127.0.0.1 and ::1, each skipped when this
+    machine lacks it (no IPv6 loopback); an address named explicitly is required.
     """
     found: dict[str, bool] = {}
     for raw in values or (DEFAULT_ADDRESS,):
@@ -122,10 +123,12 @@ def port_forward_command(
              "printed).")],
     address: Annotated[list[str] | None, typer.Option(
         "--address", metavar="ADDRESS",
+        show_default="localhost: 127.0.0.1, and ::1 when this machine has IPv6",
         help="Local address to listen on; repeat for several. localhost means 127.0.0.1 and "
-             "::1. [default: 127.0.0.1]")] = None,
+             "::1, as with kubectl.")] = None,
     instance: Annotated[str | None, typer.Option(
-        "--instance", metavar="NAME", help="One instance (replica) of the service.")] = None,
+        "--instance", metavar="NAME", autocompletion=complete_instances,
+        help="One instance (replica) of the service.")] = None,
 ) -> None:
     """Forward local ports to a service's ports; one broken connection never ends the forward.
 

@@ -12,9 +12,11 @@ from typing import Annotated
 
 import typer
 
-from tether.cli.commands.completion import complete_services
+from tether.cli.commands.completion import complete_instances, complete_services
 
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+#: The first paragraph of ``tether exec``'s help: the same command under kubectl's name.
+EXEC_HELP = ("Alias of shell: tether exec SERVICE -- COMMAND runs COMMAND in SERVICE, as "
+             "kubectl exec does.")
 
 
 def shell(  # noqa: PLR0917 - one parameter per option, as Typer wants
@@ -26,7 +28,7 @@ def shell(  # noqa: PLR0917 - one parameter per option, as Typer wants
         help="Run this instead of the service's shell (after --).", show_default=False,
         metavar="-- COMMAND ARGS")] = None,
     instance: Annotated[str | None, typer.Option(
-        "--instance", metavar="INSTANCE",
+        "--instance", metavar="INSTANCE", autocompletion=complete_instances,
         help="One instance (replica) of the service; default: any.")] = None,
     tty: Annotated[bool, typer.Option(
         "--tty", "-t", help="Give the remote side a terminal even when stdin or stdout is not "

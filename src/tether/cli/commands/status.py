@@ -1,5 +1,8 @@
 """``tether status [SERVICE]``: the gateway's health and each service's backend health.
 
+Each service's row names its instances and the ports open for port-forward
+(PORTS: ``none`` when it opens none, ``?`` when the gateway does not say).
+
 Reads ``GET /v1/health`` (no credential needed) with the global TLS options.
 Exit status: 0 whenever the gateway answers, even when some backend is down
 (the table says which); with SERVICE, 69 and the ``backend-unavailable``
@@ -27,7 +30,7 @@ def _show_text(health: Health, services: list[ServiceHealth]) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from tether.cli.output.render import clean, get_stdout_console
+    from tether.cli.output.render import clean, columns, get_stdout_console
 
     console = get_stdout_console()
     line = Text("Gateway ", style="bold")
@@ -44,14 +47,20 @@ def _show_text(health: Health, services: list[ServiceHealth]) -> None:
     if not services:
         console.print(Text("The gateway lists no services.", style="dim"))
         return
+    header = ("SERVICE", "BACKEND", "INSTANCES", "PORTS")
+    rows = [(service.name, "✓ ok" if service.healthy else f"✗ {service.status}",
+             ", ".join(service.instances) or "-",
+             "?" if service.ports is None else ", ".join(map(str, service.ports)) or "none")
+            for service in services]
+    if not console.is_terminal:  # a pipe: one line per service, never wrapped
+        console.file.write("".join(line + "\n" for line in columns([header, *rows])))
+        return
     table = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
-    table.add_column("SERVICE")
-    table.add_column("BACKEND")
-    table.add_column("INSTANCES")
-    for service in services:
-        mark = Text("✓ ok", style="green") if service.healthy else Text(
-            f"✗ {service.status}", style="red")
-        table.add_row(Text(service.name), mark, Text(", ".join(service.instances) or "-"))
+    for title in header:
+        table.add_column(title)
+    for name, mark, instances, ports in rows:
+        table.add_row(Text(name), Text(mark, style="green" if mark.startswith("✓") else "red"),
+                      Text(instances), Text(ports))
     console.print(table)
 
 
@@ -94,7 +103,7 @@ def status_command(
         metavar="SERVICE", autocompletion=complete_services,
         help="Show only this service; exit 69 unless its backend is healthy.")] = None,
 ) -> None:
-    """Show the gateway's health and each service's backend health.
+    """Show the gateway's health, each service's backend health and its forwardable ports.
 
     Exits 0 when the gateway answers; with SERVICE, 69 when that service's
     backend is unavailable (backend-unavailable) or unknown (not-found).
@@ -103,7 +112,7 @@ def status_command(
     from tether.client.health import fetch_health
 
     s = settings(ctx)
-    gateway = resolve_gateway(s.gateway).gateway
+    gateway = resolve_gateway(s.gateway, context=s.context).gateway
     if s.insecure and gateway.startswith("https:"):
         from tether.cli.output.reporters import StatusReporter
 

@@ -1,5 +1,10 @@
 """Failures and events, rendered for people (a Rich panel) or programs (one JSON line).
 
+On a terminal a failure is a panel; anywhere else (a pipe, a file, a CI log)
+it is the same words as plain lines, no box drawing and nothing wrapped, so
+that ``grep`` and log readers see whole lines. :func:`columns` lays out a
+table the same way for commands that print one into a pipe.
+
 Every string that may come from a peer (message, close reason, problem detail,
 request id, exception text) goes through :func:`clean` (control characters
 and escape sequences out, secrets redacted) and is shown as a ``rich.text.Text``,
@@ -12,6 +17,7 @@ import json
 import math
 import sys
 import traceback
+from collections.abc import Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +57,15 @@ def get_stdout_console() -> Console:
     from rich.console import Console
 
     return Console(highlight=False)
+
+
+def columns(rows: Sequence[Sequence[str]], gap: int = 2) -> list[str]:
+    """``rows`` as lines of left-aligned columns, each as wide as its widest cell; never wrapped."""
+    if not rows:
+        return []
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [(" " * gap).join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            .rstrip() for row in rows]
 
 
 def emit_line(line: str) -> None:
@@ -169,7 +184,7 @@ def _dumps(record: dict[str, Any]) -> str:
 
 def render_failure(failure: Failure, *, output: str, verbose: bool,
                    console: Console | None = None) -> None:
-    """Show ``failure`` once: a panel on stderr, or one JSON line on stderr."""
+    """Show ``failure`` once on stderr: a panel (terminal), plain lines, or one JSON line."""
     if output == "json":
         line = _dumps(json_record(failure, verbose=verbose))
         if console is None:
@@ -207,6 +222,12 @@ def render_failure(failure: Failure, *, output: str, verbose: bool,
             if message:
                 body.append(f": {message}", style="dim")
     title = Text(clean(failure.title or str(failure.code), limit=200), style="bold red")
+    if not out.is_terminal:  # a pipe or a file: the same words, no box, nothing wrapped
+        heading = Text("error: ", style="bold red")
+        heading.append(title)
+        out.print(heading, soft_wrap=True)
+        out.print(body, soft_wrap=True)
+        return
     out.print(Panel(body, title=title, title_align="left", border_style="red", expand=False))
 
 

@@ -3,7 +3,7 @@
 - :class:`StatusReporter`: retries, refreshes and warnings of one supervised
   session (:class:`tether.session.link.LinkReporter`): a live countdown line on
   a terminal, one line per event otherwise, one JSON event per line with
-  ``--output json``.
+  ``--output json``; and a dial that waits (:class:`tether.client.dial.DialProgress`).
 - :class:`ShellReporter`: that, and what a shell user must know when a session
   is lost or closed (:class:`tether.session.shell.ShellReporter`).
 - :class:`ForwardReporter`: the listeners on stdout and each forwarded
@@ -28,10 +28,42 @@ from tether.cli.output.render import (
 
 if TYPE_CHECKING:
     from tether.cli.options import Settings
+    from tether.client.dial import Stage
     from tether.errors import Failure
     from tether.session.listeners import Listener, Route
 
 _REFRESH_NOTE_EVERY = 5.0  # seconds: one refresh note for many connections asking at once
+#: seconds a dial may take before the stage it waits for is shown
+CONNECTING_AFTER = 0.5
+_STAGE_WORDS = {
+    "resolving": "resolving {}",
+    "tcp": "opening a TCP connection to {}",
+    "proxy": "connecting through the proxy {}",
+    "tls": "TLS handshake with {}",
+    "handshake": "waiting for the gateway's answer from {}",
+}
+
+
+class _Dial:
+    """The dial under way: when it began, the stage it is in, whether that was announced."""
+
+    def __init__(self, stage: Stage, where: str) -> None:
+        self.started = time.monotonic()
+        self.stage = stage
+        self.where = where
+        self.announced = False  # pending long enough to be shown
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def event(self) -> str:
+        return render_event("connecting", stage=str(self.stage), target=self.where,
+                            elapsed=round(self.elapsed(), 3))
+
+    def line(self, width: int) -> str:
+        words = _STAGE_WORDS.get(str(self.stage), "{}").format(clean(self.where, limit=200))
+        line = f"Connecting: {words} ({self.elapsed():.1f} s). Ctrl+C to quit"
+        return line if len(line) <= width else line[:max(width - 1, 0)] + "…"
 
 
 class StatusReporter:
@@ -39,7 +71,10 @@ class StatusReporter:
 
     On a terminal a retry is one live line counting down to the next dial; when
     stderr is not a terminal each event is one plain line; with ``--output json``
-    each is one JSON object.
+    each is one JSON object. A dial without an answer after CONNECTING_AFTER
+    seconds is one live line naming the stage it waits for on a terminal (erased
+    when the dial ends), nothing in a pipe, and with ``--output json`` one
+    ``connecting`` event then and at each later stage.
     """
 
     def __init__(self, settings: Settings, *, live: bool | None = None) -> None:
@@ -49,6 +84,47 @@ class StatusReporter:
         self._countdown: threading.Event | None = None
         self._shown = False
         self._hinted: set[str] = set()
+        self._dial: _Dial | None = None
+
+    def connecting(self, stage: Stage, where: str) -> None:
+        """A stage of a dial began; shown only once the dial has waited a while."""
+        dial = self._dial
+        if dial is None:
+            self.clear()
+            self._dial = dial = _Dial(stage, where)
+            if self._json or self._live:
+                stop = threading.Event()
+                self._countdown = stop
+                threading.Thread(target=self._watch, args=(dial, stop), name="tether-dial",
+                                 daemon=True).start()
+            return
+        with self._lock:
+            dial.stage, dial.where = stage, where
+            if self._json and dial.announced:
+                emit_line(dial.event())
+
+    def dial_ended(self) -> None:
+        """The dial connected or failed: its line goes."""
+        self._dial = None
+        self.clear()
+
+    def _watch(self, dial: _Dial, stop: threading.Event) -> None:
+        """After CONNECTING_AFTER, announce the dial (JSON) or keep its line up (terminal)."""
+        if stop.wait(CONNECTING_AFTER):
+            return
+        if self._json:
+            with self._lock:
+                if not stop.is_set():
+                    dial.announced = True
+                    emit_line(dial.event())
+            return
+        from tether.session.terminal import size
+
+        width = size(sys.stderr.fileno())[0] - 1  # a wrapped line could not be erased
+        while True:
+            self._show(dial.line(width), stop)
+            if stop.wait(0.1):
+                return
 
     def retrying(self, failure: Failure, attempt: int, delay: float) -> None:
         """A retry is coming: a JSON event, a plain line, or a live countdown.
@@ -101,7 +177,7 @@ class StatusReporter:
         emit_line(_warning_line(text, json=self._json))
 
     def clear(self) -> None:
-        """Stop any countdown and erase its line."""
+        """Stop any live line (a countdown, a dial's stage) and erase it."""
         if self._countdown is not None:
             self._countdown.set()
             self._countdown = None

@@ -1,0 +1,117 @@
+"""The bookkeeping of a tether.v2 stream, one direction at a time. Pure: no I/O, no clock.
+
+A sender keeps what it sent in a :class:`ReplayBuffer` until the peer
+acknowledges it; a receiver counts what arrived in an :class:`AckCounter`,
+which says when an acknowledgement is due by size (the caller's timer covers
+the ``ACK_INTERVAL`` half of the rule). Offsets are absolute byte counts of
+one direction's data since the session began (docs/protocol.md).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from tether.protocol import ACK_BYTES, DEFAULT_REPLAY_BUFFER
+
+
+class ReplayBuffer:
+    """The bytes from ``start`` to ``end`` that the peer may still lack, each with a tag.
+
+    The tag is whatever the sender needs to frame a byte again (the shell's
+    stream byte); a chunk keeps one tag. ``limit`` bounds ``size``: the
+    sender reads no more than ``room`` (backpressure), or, when it must not
+    stop, appends with ``evict=True`` and the oldest bytes go (``start``
+    moves past bytes the peer never acknowledged: a later resume from before
+    ``start`` learns exactly how many were lost). ``append`` never refuses:
+    keeping to ``room`` is the caller's part.
+    """
+
+    def __init__(self, limit: int = DEFAULT_REPLAY_BUFFER, start: int = 0) -> None:
+        if limit <= 0:
+            raise ValueError("a replay buffer needs a positive limit")
+        self.limit = limit
+        self.start = start  # the offset of the oldest byte held
+        self.end = start  # the offset after the newest byte: every byte ever appended
+        self._chunks: deque[tuple[int, bytes]] = deque()
+
+    @property
+    def size(self) -> int:
+        """Bytes held."""
+        return self.end - self.start
+
+    @property
+    def room(self) -> int:
+        """Bytes that may be appended before the limit."""
+        return max(0, self.limit - self.size)
+
+    def append(self, data: bytes, tag: int = 0, *, evict: bool = False) -> int:
+        """Add ``data``; with ``evict``, drop the oldest bytes beyond the limit and return how
+        many went."""
+        if data:
+            self._chunks.append((tag, bytes(data)))
+            self.end += len(data)
+        return self._drop(self.size - self.limit) if evict else 0
+
+    def ack(self, offset: int) -> int:
+        """Forget the bytes before ``offset``; how many were forgotten. An offset at or before
+        ``start`` changes nothing; one past ``end`` raises ValueError (never sent)."""
+        if offset > self.end:
+            raise ValueError(f"offset {offset} is past the {self.end} bytes sent")
+        return self._drop(offset - self.start)
+
+    def since(self, offset: int) -> list[tuple[int, bytes]]:
+        """``(tag, bytes)`` pieces from ``offset`` to ``end``, in order. Raises ValueError when
+        ``offset`` is before ``start`` (see :meth:`missing`) or past ``end``."""
+        if offset < self.start or offset > self.end:
+            raise ValueError(f"offset {offset} is outside {self.start}..{self.end}")
+        skip = offset - self.start
+        out: list[tuple[int, bytes]] = []
+        for tag, data in self._chunks:
+            if skip >= len(data):
+                skip -= len(data)
+                continue
+            out.append((tag, data[skip:] if skip else data))
+            skip = 0
+        return out
+
+    def missing(self, offset: int) -> int:
+        """How many bytes from ``offset`` on are no longer held (0 when none are missing)."""
+        return max(0, self.start - offset)
+
+    def _drop(self, count: int) -> int:
+        dropped = 0
+        while count > dropped and self._chunks:
+            tag, data = self._chunks[0]
+            take = count - dropped
+            if take >= len(data):
+                self._chunks.popleft()
+                dropped += len(data)
+            else:
+                self._chunks[0] = (tag, data[take:])
+                dropped += take
+        self.start += dropped
+        return dropped
+
+
+class AckCounter:
+    """Bytes received from the peer, and how many of them this side has acknowledged."""
+
+    def __init__(self, received: int = 0, every: int = ACK_BYTES) -> None:
+        self.received = received
+        self.acked = received
+        self.every = every
+
+    def add(self, count: int) -> bool:
+        """Count ``count`` more bytes; True when an acknowledgement is due by size."""
+        self.received += count
+        return self.received - self.acked >= self.every
+
+    @property
+    def pending(self) -> bool:
+        """Whether some received bytes are not acknowledged yet."""
+        return self.received > self.acked
+
+    def take(self) -> int:
+        """The offset to acknowledge now (marking it acknowledged)."""
+        self.acked = self.received
+        return self.received
