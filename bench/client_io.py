@@ -21,7 +21,7 @@ from tether.client.connection import Connection
 from tether.client.credential import StaticCredential
 from tether.client.dial import DialOptions, dial
 
-SECTION = "Client connection against a bare WebSocket peer"
+SECTION = "Client connection against a bare WebSocket peer (CPU: this process, all threads)"
 _PEER = r"""
 import asyncio, ssl, sys
 from websockets.asyncio.server import serve
@@ -82,42 +82,53 @@ def connect(url: str, options: DialOptions, mode: str) -> Connection:
     return dial(url, "port-forward", {"service": mode}, StaticCredential("bench"), options)
 
 
-def round_trip(conn: Connection, count: int, size: int = 64) -> float:
-    """Microseconds per message of ``size`` bytes echoed back."""
+def round_trip(conn: Connection, count: int, size: int = 64) -> tuple[float, float]:
+    """Microseconds per ``size``-byte message echoed back: wall clock, and this process's CPU."""
     message = b"x" * size
     conn.send_binary(message)
     conn.recv()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(count):
         conn.send_binary(message)
         conn.recv()
-    return (time.perf_counter() - start) / count * 1e6
+    return ((time.perf_counter() - start) / count * 1e6,
+            (time.process_time() - cpu) / count * 1e6)
 
 
-def upload(conn: Connection, size: int, frame: int = 64 * 1024) -> float:
-    """MiB/s of sending ``size`` bytes in ``frame``-byte messages, until the sink has them."""
+def upload(conn: Connection, size: int, frame: int = 64 * 1024) -> tuple[float, float]:
+    """Sending ``size`` bytes in ``frame``-byte messages until the sink has them: MiB/s, and
+    this process's CPU milliseconds per MiB."""
     payload = bytes(frame)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(size // frame):
         conn.send_binary(payload)
     conn.send_text("done")
     answer = conn.recv()
-    elapsed = time.perf_counter() - start
+    elapsed, used = time.perf_counter() - start, time.process_time() - cpu
     if answer is None or int(answer.data) != size // frame * frame:
         raise RuntimeError(f"the sink counted {answer!r}")
-    return size / elapsed / 2**20
+    mib = size / 2**20
+    return mib / elapsed, used / mib * 1e3
 
 
 def run(results: Results, runs: int, quick: bool = False) -> None:
-    """64-byte round trips and 64 KiB uploads over ws:// and wss://."""
+    """64-byte round trips and 64 KiB uploads over ws:// and wss://, wall clock and CPU."""
     count, size = (200, 16 << 20) if quick else (2000, 256 << 20)
     for tls in (False, True):
         scheme = "wss://" if tls else "ws://"
         rtt = results.add(Figure(f"64-byte round trip, {scheme}", "µs"), SECTION)
+        rtt_cpu = results.add(Figure(f"client CPU per round trip, {scheme}", "µs"), SECTION)
         rate = results.add(Figure(f"upload in 64 KiB messages, {scheme}", "MiB/s",
                                   higher_is_better=True), SECTION)
+        rate_cpu = results.add(Figure(f"client CPU per MiB uploaded, {scheme}", "ms"), SECTION)
         with peer(tls) as (url, options):
             with connect(url, options, "echo") as conn:
-                rtt.samples = [round_trip(conn, count) for _ in range(runs)]
+                for _ in range(runs):
+                    wall, cpu = round_trip(conn, count)
+                    rtt.samples.append(wall)
+                    rtt_cpu.samples.append(cpu)
             with connect(url, options, "sink") as conn:
-                rate.samples = [upload(conn, size) for _ in range(runs)]
+                for _ in range(runs):
+                    mib_s, ms = upload(conn, size)
+                    rate.samples.append(mib_s)
+                    rate_cpu.samples.append(ms)

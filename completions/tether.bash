@@ -32,7 +32,7 @@ __tether_options() {  # options of command $1, global ones included
         'auth logout') echo '--help -h' ;;
         'auth token') echo '--help -h' ;;
         'gateway') echo '--help -h' ;;
-        'gateway serve') echo '--config -c --listen --port --state --state-dir --tls-cert --tls-key --insecure-listen --help -h' ;;
+        'gateway serve') echo '--config -c --listen --port --state --state-dir --tls-cert --tls-key --insecure-listen --node --help -h' ;;
         'gateway approve') echo '--role --user --state --state-dir --help -h' ;;
         'gateway deny') echo '--state --state-dir --help -h' ;;
         'gateway pending') echo '--state --state-dir --help -h' ;;
@@ -70,6 +70,7 @@ __tether_value() {  # what option $2 of command $1 takes
         'gateway serve|--state'|'gateway serve|--state-dir') echo 'any' ;;
         'gateway serve|--tls-cert') echo 'file' ;;
         'gateway serve|--tls-key') echo 'file' ;;
+        'gateway serve|--node') echo 'any' ;;
         'gateway approve|--role') echo 'any' ;;
         'gateway approve|--user') echo 'any' ;;
         'gateway approve|--state'|'gateway approve|--state-dir') echo 'any' ;;

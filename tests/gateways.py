@@ -2,10 +2,11 @@
 
 - ``gateway_toml(...)``: the TOML of service ``api`` (shell, logs of ``log_dir``,
   the port ``echo``), with the issuer and limits given.
-- ``GatewayProcess.start(config, state, port)``: a gateway subprocess on
-  127.0.0.1 (``port`` 0: any); ``.url``, ``.kill()`` (SIGKILL), ``.stop()``.
+- ``GatewayProcess.start(config, state, port, log, node=...)``: a gateway subprocess on
+  127.0.0.1 (``port`` 0: any); ``.url``, ``.node``, ``.kill()`` (SIGKILL), ``.stop()``.
 - ``deployment(directory, state, toml)``: HAProxy on a free port in front of two
-  gateways sharing ``state``; the gateways' issuer is HAProxy's URL.
+  gateways sharing ``state``, nodes ``g1`` and ``g2`` as HAProxy names them, a
+  resume routed by its ``node`` parameter; the gateways' issuer is HAProxy's URL.
 - ``gateway_cli(*args, state=...)``: ``tether gateway ARGS --state STATE``, checked.
 """
 
@@ -30,6 +31,13 @@ HAPROXY_BACKEND = """  option httpchk GET /v1/health
   retries 3
   default-server check inter 200ms fall 1 rise 1
 """
+
+
+def routing(count: int) -> str:
+    """HAProxy rules sending a resume to the gateway its ``node`` parameter names (gN), while
+    that gateway is up; a rule naming a server that is down is skipped (load-balanced)."""
+    return "".join(f"  use-server g{i} if {{ urlp(node) -m str g{i} }}\n"
+                   for i in range(1, count + 1))
 
 
 def gateway_toml(*, issuer: str, log_dir: Path, work: Path, echo: int, rate: float = 1000.0,
@@ -60,22 +68,26 @@ class GatewayProcess:
     proc: subprocess.Popen[str]
     url: str
     log: Path
+    node: str
 
     @classmethod
-    def start(cls, config: Path, state: str, port: int, log: Path) -> GatewayProcess:
-        """Start a gateway and wait for its "listening on" line."""
+    def start(cls, config: Path, state: str, port: int, log: Path, *,
+              node: str | None = None) -> GatewayProcess:
+        """Start a gateway (named ``node``, else by its config) and wait until it listens."""
         env = tether_env(None, None, log.parent)
+        named = ["--node", node] if node else []
         with log.open("w") as err:
             proc = subprocess.Popen(
                 [*TETHER, "gateway", "serve", "--config", str(config), "--state", state,
-                 "--port", str(port)], env=env, stdin=subprocess.DEVNULL,
+                 "--port", str(port), *named], env=env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=err, text=True)
         assert proc.stdout is not None
-        line = proc.stdout.readline()
+        line = proc.stdout.readline()  # listening on URL (node NAME, state in ...)
         if "listening on " not in line:
             stop(proc)
             raise AssertionError(f"the gateway did not start: {line!r} {log.read_text()[-3000:]}")
-        return cls(proc, line.split("listening on ", 1)[1].split()[0], log)
+        url = line.split("listening on ", 1)[1].split()[0]
+        return cls(proc, url, log, line.split("(node ", 1)[1].split(",")[0])
 
     @property
     def ws_url(self) -> str:
@@ -113,14 +125,16 @@ class Deployment:
 def deployment(directory: Path, state: str, toml: str, *, count: int = 2) -> Iterator[Deployment]:
     """HAProxy in front of ``count`` gateways on ``state``; ``{issuer}`` in ``toml`` is its URL."""
     ports = [free_port() for _ in range(count)]
-    with haproxy(directory / "haproxy", ports, extra_backend=HAPROXY_BACKEND) as balancer:
+    with haproxy(directory / "haproxy", ports,
+                 extra_backend=HAPROXY_BACKEND + routing(count)) as balancer:
         config = directory / "gateway.toml"
         config.write_text(toml.replace("{issuer}", balancer.url))
         started: list[GatewayProcess] = []
         try:
             for i, port in enumerate(ports):
                 started.append(GatewayProcess.start(config, state, port,
-                                                    directory / f"gateway{i}.log"))
+                                                    directory / f"gateway{i}.log",
+                                                    node=f"g{i + 1}"))
             yield Deployment(balancer, started, state)
         finally:
             for gateway in started:

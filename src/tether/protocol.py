@@ -31,6 +31,11 @@ SHELL_SUBPROTOCOLS_V2 = (SUBPROTOCOL_V2, SUBPROTOCOL)
 PORT_FORWARD_SUBPROTOCOLS_V2 = (SUBPROTOCOL_V2, *PORT_FORWARD_SUBPROTOCOLS)
 #: The query parameter of a resuming dial (``resume=1``); the id travels in a frame.
 RESUME_PARAM = "resume"
+#: The query parameter naming the gateway that holds the session (from the session message),
+#: added to a resuming dial so that a load balancer can route it there; never a secret.
+NODE_PARAM = "node"
+#: A gateway's node name: what a load balancer names it (HAProxy server names take these).
+NODE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 ACK_BYTES = 32 * 1024  # acknowledge after this many bytes received ...
 ACK_INTERVAL = 0.1  # ... or this many seconds after the first unacknowledged byte
 MAX_OFFSET = 2**53 - 1  # offsets stay exact in every JSON implementation
@@ -163,10 +168,13 @@ class Eof:
 @dataclass(frozen=True)
 class SessionStarted:
     """Gateway to client, first on a shell (and on a v2 port-forward): the session's id and
-    instance. With tether.v2 the id is a secret: it never appears in a repr."""
+    instance. With tether.v2 the id is a secret: it never appears in a repr. ``node`` (v2,
+    optional, empty when absent) names the gateway holding the session: a resume adds it to
+    its query as ``node=`` so that a load balancer routes it to that gateway."""
 
     id: str = field(repr=False)
     instance: str
+    node: str = ""
 
 
 @dataclass(frozen=True)
@@ -217,8 +225,10 @@ def encode_control(message: V2Message) -> str:
             body = {"type": "resize", "cols": cols, "rows": rows}
         case Eof():
             body = {"type": "eof"}
-        case SessionStarted(id=sid, instance=instance):
+        case SessionStarted(id=sid, instance=instance, node=node):
             body = {"type": "session", "id": sid, "instance": instance}
+            if node:
+                body["node"] = node
         case Exit(code=code):
             body = {"type": "exit", "code": code}
         case Resume(id=sid, received=received):
@@ -242,6 +252,14 @@ def _str_field(body: dict[str, Any], name: str) -> str:
     value = body.get(name, "")
     if not isinstance(value, str):
         raise ProtocolViolation(f"{body.get('type')!s:.20} message: {name} must be a string")
+    return value
+
+
+def _node_field(body: dict[str, Any]) -> str:
+    value = body.get("node", "")
+    if not isinstance(value, str) or (value and not NODE_PATTERN.fullmatch(value)):
+        raise ProtocolViolation("session message: node must be a name of 1 to 63 letters, "
+                                "digits, '.', '_' or '-'")
     return value
 
 
@@ -271,7 +289,8 @@ def _v1_message(body: dict[str, Any]) -> ControlMessage | None:
     if kind == "eof":
         return Eof()
     if kind == "session":
-        return SessionStarted(_str_field(body, "id"), _str_field(body, "instance"))
+        return SessionStarted(_str_field(body, "id"), _str_field(body, "instance"),
+                              _node_field(body))
     if kind == "exit":
         return Exit(_int_field(body, "code", -(2**31), 2**31 - 1))
     return None

@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import pytest
 
-from tests.hostile import HostileServer, respond
+from tests.hostile import HostileServer, problem, respond
 from tether.auth.contexts import load_config
 from tether.auth.credentials import (
     EnvCredential,
@@ -455,7 +455,11 @@ def _json(status: int, body: object, headers: list[tuple[str, str]] | None = Non
 @pytest.mark.parametrize(("behaviour", "code"), [
     (lambda: _json(302, {}, [("Location", "http://127.0.0.1:9/steal")]), Code.UNEXPECTED_STATUS),
     (lambda: respond(200, body=b"<html>login</html>"), Code.PROTOCOL_ERROR),
-    (lambda: _json(503, {}), Code.GATEWAY_UNAVAILABLE),
+    (lambda: problem(503, "gateway-unavailable", "maintenance"), Code.GATEWAY_UNAVAILABLE),
+    # not the gateway's problem+json: a proxy in front of the token endpoint answered
+    (lambda: _json(503, {}), Code.GATEWAY_UNREACHABLE),
+    (lambda: respond(502, [("Server", "nginx")], b"<html>502 Bad Gateway</html>"),
+     Code.GATEWAY_UNREACHABLE),
     (lambda: _json(429, {}), Code.RATE_LIMITED),
     (lambda: _json(200, {"access_token": "eyJ.a b.c", "refresh_token": "r"}),
      Code.PROTOCOL_ERROR),

@@ -1,7 +1,9 @@
-"""The README's HAProxy and nginx configurations work, in front of two gateways on PostgreSQL.
+"""The README's HAProxy and nginx configurations work, in front of two gateways on PostgreSQL:
+they spread sessions, survive a dead gateway, and route a tether.v2 resume to its gateway.
 
 Each is taken from README.md as written, but for what differs on this
 machine: the addresses (127.0.0.1, free ports) and TLS (plain HTTP here).
+The gateways are nodes g1 and g2, as the README names them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from tests.gateway_client import dial, http_request
 from tests.gateways import GatewayProcess, gateway_cli, gateway_toml
 from tests.middleboxes import require, stop, wait_listening
 from tests.servers import free_port
+from tests.v2_client import KIB, V2Client, refused
+from tether.protocol import SESSION_GONE_REASON, CloseCode
 
 pytestmark = pytest.mark.timeout(120)
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -73,7 +77,7 @@ def balancer(request: pytest.FixtureRequest, tmp_path: Path, pg_url: str, log_di
     try:
         for i, backend in enumerate(backends):
             gateways.append(GatewayProcess.start(config, pg_url, backend,
-                                                 tmp_path / f"gateway{i}.log"))
+                                                 tmp_path / f"gateway{i}.log", node=f"g{i + 1}"))
         if kind == "haproxy":
             (directory / "haproxy.cfg").write_text(haproxy_config(port, backends))
             argv = [binary, "-db", "-f", str(directory / "haproxy.cfg")]
@@ -107,3 +111,24 @@ def test_the_readme_balancer_config_spreads_sessions_and_survives_a_dead_gateway
     gateways[0].kill()
     for _ in range(4):  # each one reaches the live gateway
         dial(url, "/v1/logs", token, service="api", open_timeout=10).close()
+
+
+def test_the_readme_balancer_config_routes_a_resume_to_the_gateway_holding_it(
+        balancer: tuple[str, list[GatewayProcess]], pg_url: str, tmp_path: Path) -> None:
+    url, gateways = balancer
+    token = gateway_cli("token", "create", "--role", "Deployer", state=pg_url,
+                        directory=tmp_path).strip()
+    client = V2Client(url, "/v1/shell", token, shell=True, service="api", tty=0,
+                      command=["cat"])
+    sent = bytearray()
+    for _ in range(4):  # each resume drops the last connection without a close frame
+        client.resume()
+        piece = os.urandom(32 * KIB)
+        client.send(piece)
+        sent += piece
+        client.pump(lambda c: len(c.received) >= len(sent))
+    assert client.text() == bytes(sent)
+    [holder] = [g for g in gateways if g.node == client.node]
+    holder.kill()
+    gone = refused(client)  # the other gateway answers: never a hang
+    assert (gone.code, gone.reason) == (CloseCode.SESSION_GONE, SESSION_GONE_REASON)

@@ -95,3 +95,36 @@ def test_logs_against_a_gateway_without_fcntl_and_termios(gateway, viewer_token:
     assert proc.returncode == 0, proc.stderr
     assert "[api-1] api-1 line 3" in proc.stdout and "[api-2] api-2 line 3" in proc.stdout
     assert_no_secrets([viewer_token], proc.stdout, proc.stderr)
+
+
+TRY_LOCK = """
+import sys
+from pathlib import Path
+from tether.auth.refresh import gateway_lock
+from tether.errors import TetherError
+try:
+    with gateway_lock("https://gw.example", Path(sys.argv[1]), timeout=0.3):
+        print("taken")
+except TetherError as err:
+    print(err.failure.code)
+"""
+
+HOLD_LOCK = """
+import subprocess, sys
+from pathlib import Path
+from tether.auth.refresh import gateway_lock
+where, attempt = sys.argv[1], sys.argv[2]
+def other_process():
+    return subprocess.run([sys.executable, "-c", attempt, where], capture_output=True,
+                          text=True, timeout=20, check=True).stdout.strip()
+with gateway_lock("https://gw.example", Path(where)):
+    held = other_process()
+print(held, other_process(), sep="|")
+"""
+
+
+def test_the_refresh_lock_works_across_processes_without_fcntl(posixless: dict[str, str],
+                                                                 tmp_path: Path) -> None:
+    proc = run(posixless, "-c", HOLD_LOCK, str(tmp_path / "locks"), TRY_LOCK)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "refresh-failed|taken", proc.stdout

@@ -23,7 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tether.client.http import HttpOptions, request
+from tether.classify import classify_handshake
+from tether.client.http import HttpOptions, Response, request
 from tether.errors import Code, Failure, Phase, TetherError
 from tether.text import redact_url, strip_control
 
@@ -93,20 +94,12 @@ class OAuthError(Exception):
         super().__init__(f"{self.error}: {self.description}" if self.description else self.error)
 
 
-def _status_failure(url: str, status: int, request_id: str | None) -> Failure:
-    shown = redact_url(url)
-    if status == 429:
-        code = Code.RATE_LIMITED
-    elif status == 503:
-        code = Code.GATEWAY_UNAVAILABLE
-    elif status in (502, 504):
-        code = Code.BACKEND_UNAVAILABLE
-    elif status >= 500:
-        code = Code.GATEWAY_ERROR
-    else:
-        code = Code.UNEXPECTED_STATUS
-    return Failure.of(code, Phase.CREDENTIALS, f"{shown} answered HTTP {status}",
-                      http_status=status, url=shown, request_id=request_id)
+def _status_failure(url: str, answer: Response) -> Failure:
+    """A refused OAuth request, classified like any other answer (a proxy in between named)."""
+    failure = classify_handshake(answer.status, answer.headers, answer.body,
+                                 url=redact_url(url), now=time.time())
+    return failure.replace(phase=Phase.CREDENTIALS,
+                           request_id=failure.request_id or answer.request_id)
 
 
 def post_form(url: str, form: dict[str, str], http: HttpOptions) -> tuple[int, dict[str, Any]]:
@@ -132,9 +125,9 @@ def post_form(url: str, form: dict[str, str], http: HttpOptions) -> tuple[int, d
                 Code.PROTOCOL_ERROR, Phase.CREDENTIALS,
                 f"{redact_url(url)} answered HTTP {status} without a JSON object",
                 http_status=status, url=redact_url(url), request_id=request_id))
-        raise TetherError(_status_failure(url, status, request_id))
+        raise TetherError(_status_failure(url, answer))
     if status not in (200, 400, 401):
-        raise TetherError(_status_failure(url, status, request_id))
+        raise TetherError(_status_failure(url, answer))
     return status, data
 
 

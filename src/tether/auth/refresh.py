@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -52,8 +50,12 @@ def _busy(gateway: str, what: str) -> TetherError:
 @contextlib.contextmanager
 def gateway_lock(gateway: str, lock_dir: Path | None = None,
                  timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
-    """Hold the refresh lock of ``gateway``: this process's threads first, then other processes."""
-    import fcntl  # POSIX: imported where used, so that tether.auth loads everywhere
+    """Hold the refresh lock of ``gateway``: this process's threads first, then other processes.
+
+    The cross-process half is filelock's (flock on POSIX, msvcrt on Windows), so
+    that a refresh is single-flight on every platform.
+    """
+    import filelock  # imported where used: tether --help never pays for it
 
     thread_lock = _thread_lock(gateway)
     if not thread_lock.acquire(timeout=timeout):
@@ -61,23 +63,15 @@ def gateway_lock(gateway: str, lock_dir: Path | None = None,
     try:
         path = lock_path(gateway, lock_dir)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        lock = filelock.FileLock(path, timeout=timeout, mode=0o600)
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise _busy(gateway, "in another process") from None
-                    time.sleep(_POLL)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+            lock.acquire(poll_interval=_POLL)
+        except filelock.Timeout:
+            raise _busy(gateway, "in another process") from None
+        try:
+            yield
         finally:
-            os.close(fd)
+            lock.release()
     finally:
         thread_lock.release()
 

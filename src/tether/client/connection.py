@@ -1,13 +1,14 @@
-"""One open WebSocket: framing, threaded I/O, keepalive and close.
+"""One open WebSocket: I/O in the caller's thread, keepalive and close.
 
 A :class:`Connection` reads frames itself, so that a close frame's code and
 reason are kept, and runs keepalive in a daemon thread: a ping every
 ``keepalive_interval`` seconds, and the connection declared dead
 (keepalive-timeout) when nothing at all arrived for ``keepalive_timeout``
-seconds. One reader thread and any number of writer threads may share it.
-websocket-client supplies the framing: masking (``ABNF``, which uses wsaccel
-when it is installed), frame parsing (``frame_buffer``) and its exception
-classes. Every failure is classified through the connection's :class:`Context`.
+seconds. One reader thread and any number of writer threads share it, each
+doing its own socket calls: a byte crosses no thread hand-off inside the
+client (bench/analysis.md measures this against one I/O thread per
+connection). :mod:`tether.client.framing` parses and masks frames. Every
+failure is classified through the connection's :class:`Context`.
 """
 
 from __future__ import annotations
@@ -22,37 +23,30 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TypeVar
 
 import websocket
 
 from tether.classify import classify_close, classify_exception
+from tether.client.framing import (
+    OPCODE_BINARY,
+    OPCODE_CLOSE,
+    OPCODE_PING,
+    OPCODE_PONG,
+    OPCODE_TEXT,
+    FrameTooBig,
+    Message,
+    Parser,
+    encode,
+)
 from tether.errors import Code, Failure, Phase, TetherError
 from tether.text import redact_url
 
 __all__ = ["OPCODE_BINARY", "OPCODE_TEXT", "Closed", "Connection", "Context", "Message"]
 
-OPCODE_TEXT = websocket.ABNF.OPCODE_TEXT
-OPCODE_BINARY = websocket.ABNF.OPCODE_BINARY
-_OP_CONT = websocket.ABNF.OPCODE_CONT
-_OP_CLOSE = websocket.ABNF.OPCODE_CLOSE
-_OP_PING = websocket.ABNF.OPCODE_PING
-_OP_PONG = websocket.ABNF.OPCODE_PONG
-
-_READ_SIZE = 256 * 1024
 _CLOSE_WAIT = 1.0  # seconds to wait for the peer's close frame
-
-
-class Message(NamedTuple):
-    """One whole message: ``opcode`` is :data:`OPCODE_TEXT` or :data:`OPCODE_BINARY`."""
-
-    opcode: int
-    data: bytes  # text messages stay UTF-8 bytes; decode with errors="replace" if shown
-
-    @property
-    def is_text(self) -> bool:
-        """True for a text message (JSON control messages, log records)."""
-        return self.opcode == OPCODE_TEXT
+_GATHER = hasattr(socket.socket, "sendmsg")  # not on Windows
+_T = TypeVar("_T")
 
 
 class Closed(Exception):
@@ -106,7 +100,6 @@ class Connection:
         self.close_reason: str | None = None
         self._sock = sock
         self._ctx = ctx
-        self._max_message = max_message
         self._send_lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._state_lock = threading.Lock()
@@ -114,13 +107,9 @@ class Connection:
         self._outcome: Failure | str | None = None
         self._closing = False
         self._dead = False
-        self._rbuf = buffered
-        self._rpos = 0
+        self._parser = Parser(max_message, buffered)
+        self._unparsed = bool(buffered)
         self._last_rx = time.monotonic()
-        self._frames = websocket.frame_buffer(self._read, True)
-        self._fragments: list[bytes] = []
-        self._fragment_op = 0
-        self._fragment_size = 0
         self._keepalive_timeout = keepalive_timeout
         self._timeout = keepalive_timeout if keepalive_timeout > 0 else None
         # One SSL object must not be used by two threads at once (OpenSSL): with TLS the
@@ -143,81 +132,56 @@ class Connection:
 
     # --- reading ------------------------------------------------------------------------
 
-    def _read(self, bufsize: int) -> bytes:
-        """Up to ``bufsize`` bytes for the frame parser, from one large socket read."""
-        buf = self._rbuf
-        if buf:
-            pos = self._rpos
-            end = pos + bufsize
-            if end >= len(buf):
-                self._rbuf, self._rpos = b"", 0
-                return buf[pos:] if pos else buf
-            self._rpos = end
-            return buf[pos:end]
-        data = self._tls_io(self._recv_tls) if self._tls else self._sock.recv(_READ_SIZE)
-        if not data:
+    def _fill(self) -> None:
+        """One socket read into the parser's buffer, then parse: pings answered, close taken."""
+        parser = self._parser
+        if self._unparsed:  # first what arrived with the 101
+            self._unparsed = False
+            self._answer(parser.parse())
+            return
+        space = parser.buffer()
+        if self._tls:
+            count = self._tls_io(functools.partial(self._sock.recv_into, space), reading=True)
+        else:
+            count = self._sock.recv_into(space)
+        del space  # the parser may replace its buffer
+        if not count:
             raise websocket.WebSocketConnectionClosedException(
                 "the connection was closed without a close frame")
         self._last_rx = time.monotonic()
-        if len(data) <= bufsize:
-            return data
-        self._rbuf, self._rpos = data, bufsize
-        return data[:bufsize]
+        self._answer(parser.received(count))
 
-    def _next_frame(self) -> tuple[int, int, bytes]:
-        """The next frame's (fin, opcode, payload); close frames are read leniently."""
-        frames = self._frames
-        if frames.needs_header():
-            frames.recv_header()
-        if frames.needs_length():
-            frames.recv_length()
-        length = frames.length or 0
-        if length > self._max_message:
-            raise TetherError(Failure.of(
-                Code.MESSAGE_TOO_BIG, Phase.SESSION,
-                f"The gateway sent a frame of {length} bytes, more than the limit of "
-                f"{self._max_message} bytes.", url=self.url, request_id=self.request_id))
-        header = frames.header or (0, 0, 0, 0, 0, 0, 0)
-        if header[4] == _OP_CLOSE:
-            if frames.needs_mask():
-                frames.recv_mask()
-            payload = frames.recv_strict(length)
-            if header[5] and frames.mask_value:
-                payload = websocket.ABNF.mask(frames.mask_value, payload)
-            frames.clear()
-            return 1, _OP_CLOSE, payload
-        frame = frames.recv_frame()
-        data = frame.data
-        return frame.fin, frame.opcode, data if isinstance(data, bytes) else data.encode()
+    def _answer(self, pings: list[bytes]) -> None:
+        """Answer the pings just parsed; take the peer's close frame if it came."""
+        for payload in pings:
+            self._control(OPCODE_PONG, payload)
+        if self._parser.close is not None:
+            self._on_close(self._parser.close)
 
     def recv(self) -> Message | None:
         """The next message; None once the session ended normally (close 1000) or locally.
 
         Raises TetherError with the classified close, the lost connection, or
         keepalive-timeout. Pings are answered here; pongs only count as traffic.
+        Messages that arrived before the peer's close frame come first.
         """
-        if self._outcome is not None:
+        messages = self._parser.messages
+        if self._outcome is not None and (self._closing or not messages):
             self._result()
             return None
         with self._read_lock:
-            if self._outcome is not None:
-                self._result()
-                return None
             try:
                 while True:
-                    fin, opcode, data = self._next_frame()
-                    if opcode in (OPCODE_BINARY, OPCODE_TEXT, _OP_CONT):
-                        message = self._assemble(fin, opcode, data)
-                        if message is not None:
-                            return message
-                    elif opcode == _OP_CLOSE:
-                        self._on_close(data)
+                    if self._outcome is not None and (self._closing or not messages):
                         self._result()
                         return None
-                    elif opcode == _OP_PING:
-                        self._control(_OP_PONG, data[:125])
+                    if messages:
+                        return messages.popleft()
+                    self._fill()
             except Exception as exc:
                 self._end(self._reader_failure(exc))
+                if messages and not self._closing:  # what arrived before the failure first
+                    return messages.popleft()
                 if isinstance(self._outcome, Failure) and not isinstance(exc, TetherError):
                     raise TetherError(self._outcome) from exc
                 self._result()
@@ -228,7 +192,7 @@ class Connection:
 
         For a reader that batches its output: it flushes when this is False.
         """
-        if self._rpos < len(self._rbuf) or self._outcome is not None:
+        if self._parser.messages or self._parser.pending or self._outcome is not None:
             return True
         pending = getattr(self._sock, "pending", None)
         if pending is not None and pending():
@@ -238,29 +202,6 @@ class Connection:
         except (OSError, ValueError):
             return True  # recv() finds out what is wrong
 
-    def _assemble(self, fin: int, opcode: int, data: bytes) -> Message | None:
-        if opcode != _OP_CONT:
-            if self._fragments:
-                raise websocket.WebSocketProtocolException("a new message began inside another")
-            if fin:
-                return Message(opcode, data)
-            self._fragment_op, self._fragments, self._fragment_size = opcode, [data], len(data)
-            return None
-        if not self._fragments:
-            raise websocket.WebSocketProtocolException("a continuation frame without a message")
-        self._fragments.append(data)
-        self._fragment_size += len(data)
-        if self._fragment_size > self._max_message:
-            raise TetherError(Failure.of(
-                Code.MESSAGE_TOO_BIG, Phase.SESSION,
-                f"The gateway sent a message of more than {self._max_message} bytes.",
-                url=self.url, request_id=self.request_id))
-        if not fin:
-            return None
-        whole = b"".join(self._fragments)
-        self._fragments, self._fragment_size = [], 0
-        return Message(self._fragment_op, whole)
-
     def _on_close(self, payload: bytes) -> None:
         """Record the peer's close frame, answer it, and end the connection."""
         code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
@@ -268,7 +209,7 @@ class Connection:
         self.close_code, self.close_reason = code, reason
         echo = struct.pack("!H", code) if code is not None and 1000 <= code < 5000 else b""
         with contextlib.suppress(Exception):
-            self._control(_OP_CLOSE, echo, wait=_CLOSE_WAIT)
+            self._control(OPCODE_CLOSE, echo, wait=_CLOSE_WAIT)
         if self._closing or code == 1000:
             self._end(_NORMAL)
         else:
@@ -282,6 +223,9 @@ class Connection:
             return _NORMAL
         if isinstance(exc, TetherError):
             return exc.failure
+        if isinstance(exc, FrameTooBig):
+            return Failure.of(Code.MESSAGE_TOO_BIG, Phase.SESSION, str(exc), url=self.url,
+                              request_id=self.request_id)
         if self._dead or isinstance(exc, TimeoutError | websocket.WebSocketTimeoutException):
             return self._keepalive_failure()
         failure = self._ctx.exception(exc, Phase.SESSION)
@@ -321,47 +265,59 @@ class Connection:
     def _send(self, opcode: int, payload: bytes) -> None:
         if self._outcome is not None or self._closing:
             self._raise_ended()
-        raw = websocket.ABNF.create_frame(payload, opcode).format()
+        header, body = encode(opcode, payload)
         try:
             with self._send_lock:
-                self._sendall(raw)
+                self._sendall(header, body)
         except Exception as exc:
             self._settle(exc)
             self._raise_ended(exc)
 
     def _control(self, opcode: int, payload: bytes, wait: float | None = None) -> None:
-        raw = websocket.ABNF.create_frame(payload, opcode).format()
+        header, body = encode(opcode, payload)
         if self._send_lock.acquire(timeout=-1 if wait is None else wait):
             try:
-                self._sendall(raw)
+                self._sendall(header, body)
             finally:
                 self._send_lock.release()
 
-    def _sendall(self, raw: bytes) -> None:
+    def _sendall(self, header: bytes, body: bytes) -> None:
+        """Write one frame: without TLS in one gathered write, without copying the payload."""
         if not self._tls:
-            self._sock.sendall(raw)
+            if not _GATHER:
+                self._sock.sendall(header + body)
+                return
+            sent = self._sock.sendmsg((header, body))
+            if sent < len(header) + len(body):  # cut short: the rest the usual way
+                self._sock.sendall(memoryview(header + body)[sent:])
             return
-        view = memoryview(raw)
+        view = memoryview(header + body)
         while view:
             view = view[self._tls_io(functools.partial(self._sock.send, view)):]
 
-    def _recv_tls(self) -> bytes:
-        return self._sock.recv(_READ_SIZE)
+    def _tls_io(self, call: Callable[[], _T], *, reading: bool = False) -> _T:
+        """``call()`` on the non-blocking TLS socket under the lock, waiting in select().
 
-    def _tls_io(self, call: Callable[[], Any]) -> Any:
-        """``call()`` on the non-blocking TLS socket under the lock, waiting in select()."""
+        A read waits for the socket first unless OpenSSL holds decrypted bytes: the
+        reader usually waits, and a read that would block costs more than the wait.
+        """
+        sock = self._sock
         end = None if self._timeout is None else time.monotonic() + self._timeout
+        wait: tuple[list[socket.socket], list[socket.socket]] | None = None
+        if reading and not sock.pending():  # type: ignore[attr-defined]
+            wait = ([sock], [])
         while True:
+            if wait is not None:
+                left = None if end is None else end - time.monotonic()
+                if (left is not None and left <= 0) or not any(select.select(*wait, [], left)):
+                    raise TimeoutError("the socket timed out")
             with self._tls_lock:
                 try:
                     return call()
                 except ssl.SSLWantReadError:
-                    want: tuple[list[socket.socket], list[socket.socket]] = ([self._sock], [])
+                    wait = ([sock], [])
                 except (ssl.SSLWantWriteError, BlockingIOError):
-                    want = ([], [self._sock])
-            left = None if end is None else end - time.monotonic()
-            if (left is not None and left <= 0) or not any(select.select(*want, [], left)):
-                raise TimeoutError("the socket timed out")
+                    wait = ([], [sock])
 
     def _settle(self, exc: BaseException) -> None:
         """After a failed send: find the close frame the peer may have sent, then end."""
@@ -391,10 +347,8 @@ class Connection:
                     self._timeout = left
                 else:
                     self._sock.settimeout(left)
-                _, opcode, data = self._next_frame()
-                if opcode == _OP_CLOSE:
-                    self._on_close(data)
-                    return
+                self._parser.messages.clear()
+                self._fill()
 
     def _raise_ended(self, exc: BaseException | None = None) -> None:
         outcome = self._outcome
@@ -416,7 +370,7 @@ class Connection:
             if interval > 0 and now - last_ping >= interval:
                 last_ping = now
                 try:
-                    self._control(_OP_PING, b"", wait=tick)
+                    self._control(OPCODE_PING, b"", wait=tick)
                 except Exception:
                     return  # the reader sees why
 
@@ -427,7 +381,7 @@ class Connection:
         self._closing = True
         payload = struct.pack("!H", code) + reason.encode("utf-8")[:123]
         with contextlib.suppress(Exception):
-            self._control(_OP_CLOSE, payload, wait=_CLOSE_WAIT)
+            self._control(OPCODE_CLOSE, payload, wait=_CLOSE_WAIT)
         self._await_close()
         self._end(_NORMAL)
 

@@ -5,8 +5,8 @@ with websockets' C ``apply_mask``. A :class:`Parser` takes the gateway's byte
 stream in one buffer that reads go straight into (:meth:`Parser.buffer`),
 and parses it in place: whole messages (fragments joined) queue in
 :attr:`Parser.messages`, pings are returned for answering, and the peer's
-close frame is kept in :attr:`Parser.close`. Per frame it allocates only the
-payload.
+close frame is kept in :attr:`Parser.close`. A payload is copied once, out
+of the buffer; an outgoing one once, by the masking.
 """
 
 from __future__ import annotations

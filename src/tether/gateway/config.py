@@ -24,6 +24,9 @@ Format (every key optional except a service's ``shell``)::
     resume = true                 # offer tether.v2: shells and forwards that survive a cut
     resume_buffer = "8MiB"        # replay buffer per direction per session (B, KiB, MiB, GiB)
     resume_grace = "2m"           # how long a detached session is kept before it ends
+    node = "g1"                   # this gateway's name for resume routing: the load balancer's
+                                  # name for it; told to clients (default: random, per process;
+                                  # `tether gateway serve --node` overrides it)
 
     [services.api]
     shell = ["/bin/sh", "-l"]     # a list, or a string split like a shell would
@@ -46,6 +49,7 @@ from __future__ import annotations
 
 import math
 import re
+import secrets
 import shlex
 import tomllib
 from collections.abc import Mapping
@@ -54,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.durations import parse_duration
-from tether.protocol import DEFAULT_GRACE, DEFAULT_REPLAY_BUFFER
+from tether.protocol import DEFAULT_GRACE, DEFAULT_REPLAY_BUFFER, NODE_PATTERN
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _SIZE = re.compile(r"(?P<number>\d{1,12})\s*(?P<unit>B|KiB|MiB|GiB)?", re.IGNORECASE)
@@ -115,6 +119,20 @@ class RateLimit:
     burst: int = 40
 
 
+def random_node() -> str:
+    """A node name of its own for a gateway that was given none: ``n`` and 8 hex digits."""
+    return "n" + secrets.token_hex(4)
+
+
+def check_node(value: object, *, file: str = "--node", key: str = "") -> str:
+    """``value`` when it is a node name (1 to 63 letters, digits, '.', '_', '-', starting with
+    a letter or digit); else a ConfigError."""
+    if isinstance(value, str) and NODE_PATTERN.fullmatch(value):
+        return value
+    raise ConfigError(file, key, "a node name: 1 to 63 letters, digits, '.', '_' or '-', "
+                      "like g1 (the load balancer's name for this gateway)", value)
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     """Everything the gateway needs to run, from the TOML file or built by tests."""
@@ -140,6 +158,7 @@ class GatewayConfig:
     resume: bool = True
     resume_buffer: int = DEFAULT_REPLAY_BUFFER
     resume_grace: float = DEFAULT_GRACE
+    node: str = field(default_factory=random_node)  # told to clients for resume routing
     source: str = "<built in>"  # the file it came from, for messages
 
 
@@ -147,7 +166,7 @@ _GATEWAY_KEYS = {"listen", "port", "issuer", "access_ttl", "refresh_ttl", "sessi
                  "max_message_size", "ping_interval", "ping_timeout", "open_timeout",
                  "close_timeout", "rate_limit", "device_interval", "device_expires",
                  "credential_check", "state_timeout", "state_pool",
-                 "resume", "resume_buffer", "resume_grace"}
+                 "resume", "resume_buffer", "resume_grace", "node"}
 _SERVICE_KEYS = {"shell", "cwd", "env", "instances", "host", "ports", "logs"}
 _LOG_KEYS = {"files", "command", "instance", "stream", "ring_size"}
 
@@ -302,6 +321,8 @@ def parse_config(data: Mapping[str, Any], *, file: str = "<config>",
         resume=g.boolean("resume", True),
         resume_buffer=g.size("resume_buffer", DEFAULT_REPLAY_BUFFER, 64 * 1024, 1 << 30),
         resume_grace=g.duration("resume_grace", DEFAULT_GRACE),
+        node=(check_node(gateway["node"], file=file, key="gateway.node") if g.has("node")
+              else random_node()),
         source=file,
     )
 

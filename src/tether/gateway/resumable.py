@@ -14,6 +14,10 @@ Session ids carry 192 random bits. The registry keeps only their SHA-256, bound
 to the principal and the place (endpoint, service, instance, port) of the dial
 that opened them; an id of someone else, of another place, or of no session
 at all gets one and the same answer (4410). Ids are never logged.
+
+The session message names this gateway's node; a resume adds ``node=`` to its
+query so that a load balancer sends it here (docs/protocol.md 5.7). A resume
+that lands on another gateway (this one died) finds no session: 4410.
 """
 
 from __future__ import annotations
@@ -376,8 +380,9 @@ class Registry:
     """The gateway's resumable sessions, by id digest."""
 
     def __init__(self, *, buffer: int, grace: float, open_timeout: float = 10.0,
-                 close_timeout: float = 5.0) -> None:
+                 close_timeout: float = 5.0, node: str = "") -> None:
         self.buffer = buffer
+        self.node = node  # told to clients: a resume names it for the load balancer
         self.grace = grace
         self.open_timeout = open_timeout
         self.close_timeout = close_timeout
@@ -425,7 +430,8 @@ class Registry:
         self._sessions[session.digest] = session
         session.start()
         log.info("request %s: resumable %s opened", ctx.request_id, ctx.endpoint)
-        await self._attach(session, ws, 0, SessionStarted(session_id, ctx.instance or ""))
+        await self._attach(session, ws, 0, SessionStarted(session_id, ctx.instance or "",
+                                                          self.node))
 
     async def _backend(self, ws: ServerConnection, ctx: SessionContext) -> Backend | None:
         service = ctx.service

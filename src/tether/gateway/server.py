@@ -57,6 +57,7 @@ from tether.gateway.tokens import AuthError
 from tether.protocol import (
     ENDPOINTS,
     MINIMUM_ROLES,
+    NODE_PARAM,
     PORT_FORWARD_SUBPROTOCOLS,
     RESUME_PARAM,
     SUBPROTOCOL,
@@ -110,7 +111,7 @@ class Gateway:
         self.logs = LogHub(config.services)
         self.resumable = Registry(buffer=config.resume_buffer, grace=config.resume_grace,
                                   open_timeout=config.open_timeout,
-                                  close_timeout=config.close_timeout)
+                                  close_timeout=config.close_timeout, node=config.node)
         self.sessions: set[ServerConnection] = set()
         self._pending: set[ServerConnection] = set()
         self.dial_count: Counter[str] = Counter()
@@ -153,7 +154,7 @@ class Gateway:
             self.tokens.issuer = self.url
         self.access.start(f"{socket.gethostname()}:{self.port}")
         self.logs.start()
-        log.info("gateway listening on %s", self.url)
+        log.info("gateway listening on %s (node %s)", self.url, self.config.node)
 
     async def stop(self) -> None:
         """Close every session with 1001, stop listening, and stop the log commands."""
@@ -315,6 +316,10 @@ class Gateway:
             return
         ctx.instance = ctx.instance or (instances[0] if instances else ctx.service.name)
         ctx.resume = flag(params, RESUME_PARAM, False)
+        node = one(params, NODE_PARAM)
+        if ctx.resume and node and node != self.config.node:  # its gateway died, or misrouted
+            log.info("request %s: a resume for node %.63r reached node %s", ctx.request_id,
+                     node, self.config.node)
         if ctx.endpoint == "shell":
             tty = flag(params, "tty", False)
             cols = integer(params, "cols", 80, 1, 65535)

@@ -107,12 +107,17 @@ def serve(  # noqa: PLR0917 - Typer options
                                                  help="PEM private key of --tls-cert.")] = None,
     insecure_listen: Annotated[bool, typer.Option(
         "--insecure-listen", help="Allow a non-loopback address without TLS.")] = False,
+    node: Annotated[str | None, typer.Option(
+        "--node", envvar="TETHER_GATEWAY_NODE", show_envvar=True, metavar="NAME",
+        help="This gateway's name for resume routing, as the load balancer names it "
+             "(default: [gateway] node, else random).")] = None,
     test_faults: Annotated[Path | None, typer.Option("--test-faults", hidden=True)] = None,
 ) -> None:
     """Run the gateway in the foreground until Ctrl+C or SIGTERM."""
+    import dataclasses
     import logging
 
-    from tether.gateway.config import ConfigError, load_config
+    from tether.gateway.config import ConfigError, check_node, load_config
     from tether.gateway.serve import (
         ListenRefused,
         check_listen,
@@ -125,6 +130,8 @@ def serve(  # noqa: PLR0917 - Typer options
 
     try:
         settings = load_config(config)
+        if node is not None:
+            settings = dataclasses.replace(settings, node=check_node(node))
     except ConfigError as exc:
         raise _fail(str(exc), EXIT_CONFIG) from None
     host = listen or settings.listen
@@ -149,7 +156,8 @@ def serve(  # noqa: PLR0917 - Typer options
         raise _fail(f"cannot open the state {_shown(location)}: {exc}", EXIT_CONFIG) from None
 
     def ready(running: Gateway) -> None:
-        typer.echo(f"tether gateway: listening on {running.url} (state in {_shown(location)})")
+        typer.echo(f"tether gateway: listening on {running.url} (node {settings.node}, "
+                   f"state in {_shown(location)})")
         for name in settings.services:
             typer.echo(f"  service {name}")
         import sys
