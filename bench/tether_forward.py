@@ -4,7 +4,10 @@ The reference gateway runs in its own process (``tether gateway serve``), as
 sshd does for ssh, allowing the target's port; ``tether port-forward`` runs as
 a subprocess and the figures go into bench.forward's sections, so the ratios to
 ``ssh -L`` appear when both suites run
-(``python -m bench --only forward --only tether_forward``).
+(``python -m bench --only forward --only tether_forward``). tether speaks
+tether.v2 (resumable) with the reference gateway; the ``v1`` row is the same
+with ``resume = false`` (over ws:// and wss://), so that its ratio is what v2's
+bookkeeping costs.
 """
 
 from __future__ import annotations
@@ -21,9 +24,13 @@ from bench.harness import Results, stop_process
 from bench.startup import tether_command
 
 SERVICE = "bench"
+V1_NAME = "tether ws:// v1 (resume = false)"
+V1_TLS_NAME = "tether wss:// v1 (resume = false)"
+V2_GOAL = "v2 costs under 5%: at most 1.05x"
 _CONFIG = """
 [gateway]
 rate_limit = {{ rate = 1000.0, burst = 1000 }}
+resume = {resume}
 
 [services.{service}]
 shell = ["/bin/sh"]
@@ -46,19 +53,20 @@ def _tls_files(directory: Path) -> tuple[list[str], Path]:
 
 
 @contextlib.contextmanager
-def _gateway(directory: Path, port: int, tls: bool) -> Iterator[dict[str, str]]:
+def _gateway(directory: Path, port: int, tls: bool, resume: bool) -> Iterator[dict[str, str]]:
     """A gateway process allowing ``port``; yields the client's environment."""
     tls_args, ca_file = _tls_files(directory) if tls else ([], None)
-    config = _CONFIG.format(service=SERVICE, port=port)
+    config = _CONFIG.format(service=SERVICE, port=port, resume=str(resume).lower())
     with running_gateway(directory, config, extra_args=tuple(tls_args)) as gateway:
         yield gateway.client_env(**({"TETHER_CA_CERT": str(ca_file)} if ca_file else {}))
 
 
 @contextlib.contextmanager
-def tether_forward(remote_port: int, *, tls: bool = False) -> Iterator[int]:
-    """A gateway and ``tether port-forward :REMOTE``; yields the local port it printed."""
+def tether_forward(remote_port: int, *, tls: bool = False, resume: bool = True) -> Iterator[int]:
+    """A gateway (with tether.v2 unless ``resume`` is False) and ``tether port-forward
+    :REMOTE``; yields the local port it printed."""
     with tempfile.TemporaryDirectory(prefix="tether-bench-forward-") as tmp, \
-            _gateway(Path(tmp), remote_port, tls) as env:
+            _gateway(Path(tmp), remote_port, tls, resume) as env:
         proc = subprocess.Popen([*tether_command(), "port-forward", SERVICE, f":{remote_port}"],
                                 env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, text=True)
@@ -81,3 +89,9 @@ def run(results: Results, runs: int, quick: bool = False) -> None:
     forward.measure(results, runs, "tether wss://",
                     lambda port: tether_forward(port, tls=True), size=size, count=count,
                     peer="ssh -L")
+    forward.measure(results, runs, V1_NAME, lambda port: tether_forward(port, resume=False),
+                    size=size, count=count, peer="tether ws://", rate_goal=V2_GOAL,
+                    rtt_goal=V2_GOAL)
+    forward.measure(results, runs, V1_TLS_NAME,
+                    lambda port: tether_forward(port, tls=True, resume=False), size=size,
+                    count=count, peer="tether wss://", rate_goal=V2_GOAL, rtt_goal=V2_GOAL)

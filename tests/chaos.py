@@ -6,6 +6,11 @@
         proxy.delay = 0.05         # wait this long before forwarding each chunk
         proxy.trickle = 16         # forward at most this many bytes per 10 ms
         proxy.refuse = True        # accept new connections and reset them at once
+        proxy.arm("down", 1000)    # after 1000 more bytes toward the client: cut (exactly there)
+        proxy.arm("up", 50, "stall")  # ... or stall, after 50 more bytes toward the upstream
+        proxy.arm("up", 450, next_connection=2)  # 450 bytes into the 2nd connection from now
+        proxy.forwarded["down"]    # bytes forwarded each way so far, over every connection
+        proxy.cuts                 # cuts made so far (by cut() or an armed offset)
 
 Every thread is a daemon, waits in bounded slices and ends when the proxy stops.
 """
@@ -20,6 +25,7 @@ import time
 from types import TracebackType
 
 _SLICE = 0.05
+UP, DOWN = "up", "down"  # toward the upstream (client to server), toward the client
 
 
 def _reset(sock: socket.socket) -> None:
@@ -39,6 +45,11 @@ class ChaosProxy:
         self.trickle = 0
         self.refuse = False
         self.accepted = 0
+        self.cuts = 0
+        self.forwarded = {UP: 0, DOWN: 0}
+        #: (direction, connection number or None for all): (offset, "cut" or "stall")
+        self._armed: dict[tuple[str, int | None], tuple[int, str]] = {}
+        self._counts: dict[tuple[str, int], int] = {}  # bytes of one connection, each way
         self._running = threading.Event()
         self._flowing = threading.Event()
         self._flowing.set()
@@ -68,10 +79,29 @@ class ChaosProxy:
             self._listener.close()
         self._thread.join(timeout=2)
 
+    def arm(self, direction: str, after: int, action: str = "cut", *,
+            next_connection: int | None = None) -> None:
+        """Cut (or stall) once ``after`` more bytes went ``direction`` (UP or DOWN): those
+        bytes are forwarded, the rest of their chunk is not. Fires once. With
+        ``next_connection`` N, the bytes are those of the N-th connection accepted from now."""
+        if direction not in (UP, DOWN) or action not in ("cut", "stall") or after < 0:
+            raise ValueError(f"cannot arm {direction} {after} {action}")
+        with self._lock:
+            if next_connection is None:
+                self._armed[direction, None] = (self.forwarded[direction] + after, action)
+            else:
+                self._armed[direction, self.accepted + next_connection] = (after, action)
+
+    def armed(self, direction: str) -> bool:
+        """Whether an offset armed in ``direction`` has not fired yet."""
+        with self._lock:
+            return any(key[0] == direction for key in self._armed)
+
     def cut(self) -> int:
         """Reset every open connection; the number reset."""
         with self._lock:
             victims, self._open = self._open, []
+            self.cuts += 1
         for sock in victims:
             _reset(sock)
         return len(victims) // 2
@@ -98,6 +128,7 @@ class ChaosProxy:
             except OSError:
                 return
             self.accepted += 1
+            number = self.accepted
             if self.refuse:
                 _reset(client)
                 continue
@@ -111,11 +142,12 @@ class ChaosProxy:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._open += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), name="chaos-pump",
-                                 daemon=True).start()
+            for src, dst, direction in ((client, upstream, UP), (upstream, client, DOWN)):
+                threading.Thread(target=self._pump, args=(src, dst, direction, number),
+                                 name="chaos-pump", daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, direction: str,
+              number: int) -> None:
         try:
             while self._running.is_set():
                 try:
@@ -126,9 +158,35 @@ class ChaosProxy:
                     with contextlib.suppress(OSError):
                         dst.shutdown(socket.SHUT_WR)
                     return
-                self._forward(chunk, dst)
+                if not self._counted(chunk, dst, direction, number):
+                    return
         except OSError:
             _reset(dst)
+
+    def _counted(self, chunk: bytes, dst: socket.socket, direction: str, number: int) -> bool:
+        """Forward ``chunk`` up to an armed offset, and fire it there; False after a cut."""
+        with self._lock:
+            mine = self._counts.get((direction, number), 0)
+            take, fired = len(chunk), None
+            for key, done in (((direction, None), self.forwarded[direction]),
+                              ((direction, number), mine)):
+                armed = self._armed.get(key)
+                if armed is not None and armed[0] - done <= take:
+                    take, fired = max(armed[0] - done, 0), armed
+                    del self._armed[key]
+                    break
+            self.forwarded[direction] += take
+            self._counts[direction, number] = mine + take
+        if take:
+            self._forward(chunk[:take], dst)
+        if fired is None:
+            return True
+        if fired[1] == "stall":
+            self.stall(True)
+            self._forward(chunk[take:], dst)  # held until stall(False)
+            return True
+        self.cut()
+        return False
 
     def _forward(self, chunk: bytes, dst: socket.socket) -> None:
         while not self._flowing.wait(_SLICE):

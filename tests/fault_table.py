@@ -165,9 +165,11 @@ NOT_COVERED: dict[Code, str] = {
                               "loopback only, so the classifier's unit tests cover it",
     Code.INTERNAL_ERROR: "only a bug in tether produces it; no real fault should",
     Code.SESSION_EXPIRED: "needs a tether.v2 session detached past the gateway's grace period; "
-                          "tests/integration/test_gateway_resume.py ends one for real",
-    Code.RESUME_LOST: "needs a tether.v2 resume asking for bytes older than the replay buffer; "
-                      "tests/integration/test_gateway_resume.py produces it for real",
+                          "tests/e2e/test_resume_cli.py produces it through the CLI (then a "
+                          "new shell) and tests/integration/test_gateway_resume.py on the wire",
+    Code.RESUME_LOST: "needs more output while detached than the gateway's replay buffer holds; "
+                      "tests/e2e/test_resume_cli.py produces it through the CLI (exit 65, the "
+                      "exact count of lost bytes)",
     Code.STATE_UNAVAILABLE: "needs the gateways' PostgreSQL stopped or locked mid-run; "
                             "tests/integration/test_gateways_shared.py does that to a real "
                             "cluster and checks the 503, the code and exit 69",

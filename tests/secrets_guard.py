@@ -5,7 +5,8 @@ registers this module). For each test it knows:
 
 - every secret minted while it ran (setup included): JWTs from
   ``TokenService.mint_jwt``, API tokens from ``TokenService.create_api_token``,
-  refresh tokens from ``OAuth._new_refresh``, each gateway's signing secret, and
+  refresh tokens from ``OAuth._new_refresh``, each gateway's signing secret, the
+  session id of every tether.v2 session a gateway in this process opens, and
   every ``TETHER_TOKEN`` passed to ``tests.cli.tether_env``; tests may add more
   with :func:`register_secret`;
 - every text it can see: the captured stdout, stderr and log sections of the
@@ -129,6 +130,33 @@ def _patch_minting() -> None:
             setattr(owner, name, _registering(method, kind))
     for store in (StateStore, PostgresStore):
         _patch_store(store)
+    _patch_session_ids()
+
+
+class _SessionIds:
+    """Stands in for the ``secrets`` module of the gateway's resumable sessions: every id it
+    makes is registered."""
+
+    __secrets_guard__ = True
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def token_urlsafe(self, nbytes: int | None = None) -> str:
+        value: str = self._real.token_urlsafe(nbytes)
+        register_secret(value, "session id")
+        return value
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def _patch_session_ids() -> None:
+    from tether.gateway import resumable
+
+    real = getattr(resumable, "secrets")
+    if not getattr(real, "__secrets_guard__", False):
+        setattr(resumable, "secrets", _SessionIds(real))
 
 
 def _patch_store(store: Any) -> None:

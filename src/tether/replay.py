@@ -2,8 +2,8 @@
 
 A sender keeps what it sent in a :class:`ReplayBuffer` until the peer
 acknowledges it; a receiver counts what arrived in an :class:`AckCounter`,
-which says when an acknowledgement is due by size (the caller's timer covers
-the ``ACK_INTERVAL`` half of the rule). Offsets are absolute byte counts of
+which says when an acknowledgement is due by size (the caller's clock covers
+``ACK_INTERVAL`` and ``ACK_GAP``). Offsets are absolute byte counts of
 one direction's data since the session began (docs/protocol.md).
 """
 
@@ -12,6 +12,11 @@ from __future__ import annotations
 from collections import deque
 
 from tether.protocol import ACK_BYTES, DEFAULT_REPLAY_BUFFER
+
+#: An acknowledgement due by size waits until this many seconds after the previous one
+#: (docs/protocol.md 5.4): a bulk stream is acknowledged about once a millisecond,
+#: not once a message.
+ACK_GAP = 0.001
 
 
 class ReplayBuffer:

@@ -85,6 +85,19 @@ def proxy(gateway: RunningGateway) -> Iterator[ChaosProxy]:
 
 
 @pytest.fixture
+def v1_gateway(make_gateway: Callable[..., RunningGateway]) -> RunningGateway:
+    """A gateway without tether.v2 (``resume = false``): a cut costs the session, as
+    tests/e2e/test_resume_cli.py shows it does not with v2."""
+    return make_gateway(resume=False)
+
+
+@pytest.fixture
+def v1_proxy(v1_gateway: RunningGateway) -> Iterator[ChaosProxy]:
+    with ChaosProxy(v1_gateway.port) as chaos:
+        yield chaos
+
+
+@pytest.fixture
 def watch() -> Iterator[Callable[..., Watched]]:
     started: list[Watched] = []
 
@@ -216,8 +229,9 @@ def test_stalled_path_is_declared_dead_within_the_keepalive_bound_then_resumes(
 
 
 def test_port_forward_keeps_listening_and_later_connections_work_after_cuts(
-        gateway: RunningGateway, proxy: ChaosProxy, deployer_token: str, echo_server: int,
+        v1_gateway: RunningGateway, v1_proxy: ChaosProxy, echo_server: int,
         tmp_path: Path, watch: Callable[..., Watched]) -> None:
+    proxy, deployer_token = v1_proxy, v1_gateway.mint_token("Deployer", sub="deployer")
     run = watch("port-forward", "api", f":{echo_server}", "-o", "json",
                 env=via(proxy, deployer_token, tmp_path))
     run.lines_at_least(1)
@@ -246,8 +260,10 @@ def test_port_forward_keeps_listening_and_later_connections_work_after_cuts(
 
 
 def test_shell_reconnects_to_a_new_shell_after_a_cut(
-        gateway: RunningGateway, proxy: ChaosProxy, deployer_token: str, tmp_path: Path,
+        v1_gateway: RunningGateway, v1_proxy: ChaosProxy, tmp_path: Path,
         terms: list[Term]) -> None:
+    proxy, deployer_token = v1_proxy, v1_gateway.mint_token("Deployer", sub="deployer")
+    gateway = v1_gateway
     term = Term(["/bin/sh", "-c", "exec \"$0\" -m tether shell api", _python()],
                 via(proxy, deployer_token, tmp_path), tmp_path)
     terms.append(term)

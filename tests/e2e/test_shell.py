@@ -204,8 +204,7 @@ def test_gateway_gone_mid_session_then_ctrl_c(gateway: RunningGateway, env: dict
     term.child.sendline("echo up")
     term.expect("up")
     gateway.stop()  # every session gets 1001; nothing listens any more
-    term.expect("was lost")
-    term.expect("NEW shell")
+    term.expect("to resume")  # tether.v2: the session is detached, not yet known lost
     term.expect("Reconnecting in")
     term.expect("Ctrl+C to quit")
     term.child.sendcontrol("c")  # the terminal is cooked while waiting: this is SIGINT
@@ -229,7 +228,8 @@ def test_gateway_restart_opens_a_new_shell(gateway: RunningGateway, env: dict[st
     term.expect(str(tmp_path / "work"))  # the old shell's directory did not survive
     term.child.sendline("exit 4")
     assert term.status() == 4
-    assert gateway.dial_count.get("/v1/shell") == 2
+    assert b"session-expired" in term.output  # the resume found the session gone
+    assert gateway.dial_count.get("/v1/shell") == 3  # the shell, the resume, the new shell
 
 
 # --- without a terminal -----------------------------------------------------------------
@@ -280,10 +280,13 @@ def test_piped_command_is_not_run_again(gateway: RunningGateway, env: dict[str, 
         proc.wait(5)
     assert proc.returncode == 69
     events = json_events(stderr)
-    assert events[-1]["event"] == "error" and events[-1]["code"] == "gateway-restarting"
+    # tether.v2: the restart detached the session; the resume found it gone with the
+    # gateway's memory, and a new session is never opened for a piped command
+    assert events[0]["event"] == "detached" and events[0]["code"] == "gateway-restarting"
+    assert events[-1]["event"] == "error" and events[-1]["code"] == "session-expired"
     assert "not run again" in events[-1]["hint"]
-    assert not [e for e in events if e["event"] == "retry"]
-    assert gateway.dial_count.get("/v1/shell") == 1
+    assert not [e for e in events if e["event"] == "session-lost"]  # no new session
+    assert gateway.dial_count.get("/v1/shell") == 2
     assert_no_secrets(secrets, stderr)
 
 

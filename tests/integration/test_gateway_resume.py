@@ -8,10 +8,13 @@ real resets from the suite's chaos proxy.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
 import secrets
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,8 +25,9 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.chaos import ChaosProxy
 from tests.gateway_client import dial
+from tests.servers import tcp_server
 from tests.v2_client import KIB, V2_OFFER, V2Client, refused, with_ignored_close
-from tether.gateway.config import ConfigError, parse_config
+from tether.gateway.config import ConfigError, GatewayConfig, parse_config
 from tether.gateway.runner import RunningGateway
 from tether.protocol import (
     SESSION_GONE_REASON,
@@ -277,6 +281,44 @@ def test_a_client_close_1000_ends_the_session(gateway: RunningGateway,
     wait_for(lambda: pid_gone(pid), "the shell to be reaped")
     assert snapshot(gateway) == []
     assert refused(client).code == 4410
+
+
+def test_a_client_close_1000_right_after_its_data_still_delivers_it_to_the_target(
+        make_gateway: Callable[..., RunningGateway], gateway_config: GatewayConfig) -> None:
+    # A slow target: the client's close 1000 (and the end of its TCP stream) comes while much
+    # of its data still waits in the gateway, so an ack the gateway sends after the close
+    # fails first. That must not drop what came before the close, nor the target's eof.
+    total, got, done = 12 * 1024 * KIB, bytearray(), threading.Event()
+
+    def slow_sink(conn: socket.socket) -> None:
+        while chunk := conn.recv(64 * KIB):
+            got.extend(chunk)
+            time.sleep(0.01)
+        done.set()
+
+    with tcp_server(slow_sink) as target:
+        api = dataclasses.replace(gateway_config.services["api"], ports=(target,))
+        gateway = make_gateway(services={"api": api})
+        client = V2Client(gateway.url, "/v1/port-forward", gateway.mint_token("Deployer"),
+                          shell=False, service="api", port=target)
+        data = os.urandom(total)
+
+        def send_all_then_close() -> None:
+            for start in range(0, total, 256 * KIB):
+                client.send(data[start:start + 256 * KIB])
+            client.send_control({"type": "eof"})
+            # close 1000, then (like tether's client after its wait) the end of the TCP stream
+            mask = os.urandom(4)
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(b"\x03\xe8"))
+            client.ws.socket.sendall(b"\x88\x82" + mask + payload)
+            client.ws.socket.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send_all_then_close, daemon=True)
+        sender.start()
+        assert done.wait(30), f"the target got {len(got)} bytes and no eof"
+        sender.join(10)
+        assert len(got) == total and bytes(got) == data
+        wait_for(lambda: snapshot(gateway) == [], "the session to end")
 
 
 # --- who may resume -------------------------------------------------------------------------

@@ -55,7 +55,9 @@ Close codes (session phase)::
     1015                    tls-error            local-only
     3000-3999               connection-lost      registered library codes tether does not know:
                                                  transient, so the next dial can say more
-    4400-4599               as HTTP status - 4000 (4401 unauthorized, 4403 permission-denied,
+    4410                    session-expired      tether.v2: a resume found no session
+    4416                    resume-lost          tether.v2: the bytes a resume needs were evicted
+    4400-4599 other         as HTTP status - 4000 (4401 unauthorized, 4403 permission-denied,
                                                  4404 not-found, 4422 port-not-forwarded,
                                                  4429 rate-limited, 4500, 4502, 4503, 4504;
                                                  unlisted ones unexpected-status)
@@ -174,6 +176,8 @@ _CLOSES: dict[int, tuple[Code, frozenset[Code], Situation | None]] = {
     1013: (Code.OVERLOADED, frozenset({Code.OVERLOADED, Code.RATE_LIMITED}), None),
     1014: (Code.BACKEND_UNAVAILABLE, _BACKEND, None),
     1015: (Code.TLS_ERROR, _NONE, None),
+    protocol.CloseCode.SESSION_GONE: (Code.SESSION_EXPIRED, _NONE, None),
+    protocol.CloseCode.RESUME_LOST: (Code.RESUME_LOST, _NONE, None),
 }
 
 #: close codes mirroring an HTTP status (close code - 4000)
@@ -232,7 +236,7 @@ def read_middlebox(status: int, *, html: bool) -> Reading:
 
 def read_close(code: int) -> Reading:
     """What a close code says by itself, before its reason refines it."""
-    if code in MIRRORED:
+    if code in MIRRORED and code not in _CLOSES:
         status = read_status(code - _MIRROR_OFFSET)
         return Reading(status.code, f"close {code}, as {status.what}", status.refines,
                        status.says)

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from tether.classify.httpparse import NAME_LIMIT, Problem, optional_peer
 from tether.classify.status import Reading, Situation
 from tether.errors import CATALOG, Code, Failure, Phase
+from tether.protocol import lost_bytes
 from tether.text import redact_url
 
 DETAIL_LIMIT = 300  # peer text inside a message
@@ -245,6 +246,19 @@ def _target_unreachable(seen: Seen) -> Words:
             f"Check that {seen.service or 'the service'} is listening on {port}.")
 
 
+def _session_expired(seen: Seen) -> Words:
+    return (f"The session on {_svc(seen)} could not be resumed: the gateway no longer has it, "
+            "and its state is lost"), None
+
+
+def _resume_lost(seen: Seen) -> Words:
+    lost = lost_bytes(seen.close_reason or "")
+    count = f"{lost:,} bytes of output" if lost is not None else "Output"
+    return (f"{count} from {_svc(seen)} could not be delivered: while the connection was down "
+            "more came than the gateway's replay buffer holds, so the session was ended "
+            "rather than shown with a gap"), None
+
+
 #: The lead sentence (and hint) of each code, when no situation says more.
 CODE_WORDS: dict[Code, Formatter] = {
     Code.INVALID_REQUEST: _fixed("The gateway rejected the request as invalid"),
@@ -264,6 +278,8 @@ CODE_WORDS: dict[Code, Formatter] = {
     Code.AGENT_TIMEOUT: _agent_timeout,
     Code.TARGET_UNREACHABLE: _target_unreachable,
     Code.GATEWAY_RESTARTING: _fixed("The gateway is restarting"),
+    Code.SESSION_EXPIRED: _session_expired,
+    Code.RESUME_LOST: _resume_lost,
     Code.OVERLOADED: _fixed("The gateway is overloaded and asked to try again later"),
     Code.MESSAGE_TOO_BIG: _fixed("A message was larger than the gateway accepts"),
     Code.PROTOCOL_ERROR: _fixed("The gateway broke the WebSocket protocol"),

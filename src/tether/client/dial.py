@@ -42,7 +42,13 @@ from tether.client.connection import (
 from tether.client.credential import CredentialSource
 from tether.client.transport import Stage
 from tether.errors import Code, Failure, Phase, TetherError
-from tether.protocol import ENDPOINTS, PORT_FORWARD_SUBPROTOCOLS, SUBPROTOCOL
+from tether.protocol import (
+    ENDPOINTS,
+    PORT_FORWARD_SUBPROTOCOLS,
+    PORT_FORWARD_SUBPROTOCOLS_V2,
+    SHELL_SUBPROTOCOLS_V2,
+    SUBPROTOCOL,
+)
 from tether.text import redact_url, strip_control
 
 __all__ = [
@@ -56,6 +62,7 @@ __all__ = [
     "ParamValue",
     "Stage",
     "dial",
+    "offered_subprotocols",
     "request_url",
 ]
 
@@ -125,24 +132,36 @@ def request_url(gateway: str, path: str, params: Mapping[str, ParamValue]) -> st
     return urlunsplit((scheme, netloc, parts.path.rstrip("/") + path, query, ""))
 
 
+def offered_subprotocols(command: str, *, resumable: bool = False) -> tuple[str, ...]:
+    """What a dial of ``command`` offers, best first: ``tether.v2`` leads on shell and
+    port-forward when ``resumable``; port-forward also offers ``binary`` (websockify)."""
+    if command == "port-forward":
+        return PORT_FORWARD_SUBPROTOCOLS_V2 if resumable else PORT_FORWARD_SUBPROTOCOLS
+    if command == "shell" and resumable:
+        return SHELL_SUBPROTOCOLS_V2
+    return (SUBPROTOCOL,)
+
+
 def dial(gateway: str, command: str, params: Mapping[str, ParamValue],
          credential: CredentialSource, options: DialOptions | None = None, *,
          role: str | None = None, warn: Callable[[str], None] | None = None,
-         progress: DialProgress | None = None) -> Connection:
+         progress: DialProgress | None = None, resumable: bool = False) -> Connection:
     """Open the WebSocket of ``command`` (a key of ENDPOINTS) on ``gateway``.
 
     ``params`` become the query (``service`` first, by convention). The
     credential's ``authorization()`` is called once per dial. ``warn`` receives
     warnings meant for the user (``insecure``); the ``tether.client`` logger when
     None. ``role`` (the user's, when known) only words failures. ``progress`` hears
-    of each stage and of the end. Raises TetherError: the credential's own,
-    invalid-url, or the classified failure of the connection or the handshake.
+    of each stage and of the end. ``resumable`` offers ``tether.v2`` first (shell and
+    port-forward; the connection's ``subprotocol`` says what the gateway chose).
+    Raises TetherError: the credential's own, invalid-url, or the classified failure of
+    the connection or the handshake.
     """
     opts = options or DialOptions()
     url = request_url(gateway, ENDPOINTS[command], params)
     service = params.get("service")
     ctx = Context(url, service if isinstance(service, str) else None, command, role, gateway)
-    offered = PORT_FORWARD_SUBPROTOCOLS if command == "port-forward" else (SUBPROTOCOL,)
+    offered = offered_subprotocols(command, resumable=resumable)
     request_id = str(uuid.uuid4())
     authorization = handshake.header_value(credential.authorization())
 

@@ -132,6 +132,7 @@ class TcpBackend:
     """tether.v2: a forwarded TCP connection as the backend of a resumable session."""
 
     evicts_when_detached = False  # a byte stream cannot skip: the target waits instead
+    writes_whole = True  # write() buffers all of its data before it waits for the target
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  service: str, port: int) -> None:

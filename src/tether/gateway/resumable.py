@@ -62,10 +62,11 @@ from tether.protocol import (
     parse_close_reason,
     resume_lost_reason,
 )
-from tether.replay import AckCounter, ReplayBuffer
+from tether.replay import ACK_GAP, AckCounter, ReplayBuffer
 
 log = logging.getLogger("tether.gateway.resumable")
 ID_BYTES = 24  # 192 bits
+_ACK_ROOM = 64  # bytes an ack frame takes at most
 #: A client close with one of these ends the session; any other close (or none) detaches it.
 ENDING_CLIENT_CLOSES = frozenset({CloseCode.NORMAL, CloseCode.GOING_AWAY})
 #: The gateway's own closes that end the session (the peer broke the protocol, or lost the
@@ -123,6 +124,7 @@ class ResumableSession:
         self._room = asyncio.Event()  # acks freed room, or the session detached: wake the pumps
         self._waiting = 0  # pumps waiting for room
         self._input = asyncio.Lock()  # client data reaches the backend in order, whole
+        self._whole_writes = bool(getattr(backend, "writes_whole", False))
         self._pumps: list[asyncio.Task[None]] = []
         self._finisher: asyncio.Task[None] | None = None
         self.grace: asyncio.TimerHandle | None = None
@@ -209,6 +211,13 @@ class ResumableSession:
 
     # --- client to backend ------------------------------------------------------------------
 
+    @property
+    def writes_whole(self) -> bool:
+        """Whether :meth:`feed` may run in the receiver without a shield: the backend
+        takes the whole of a write before its first wait, and no earlier write is still
+        going (cancelling the wait then loses no byte)."""
+        return self._whole_writes and not self._input.locked()
+
     async def feed(self, data: bytes) -> None:
         """Client data to the backend, in order; a failed write ends the session's stream."""
         async with self._input:
@@ -258,16 +267,23 @@ class Attachment:
         self.done = asyncio.Event()
         self._ack_wanted = asyncio.Event()
         self._ack_now = asyncio.Event()
+        self._next_ack = 0.0  # loop time before which an ack due by size waits (ACK_GAP)
 
     async def run(self) -> None:
         """Serve until the connection ends, is taken over, or the session completes."""
         sender = asyncio.create_task(self._send())
-        tasks = [sender, asyncio.create_task(self._receive()), asyncio.create_task(self._acks()),
+        receiver = asyncio.create_task(self._receive())
+        tasks = [sender, receiver, asyncio.create_task(self._acks()),
                  asyncio.create_task(self.kicked.wait())]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             if self.completed and not sender.done():
                 await asyncio.wait([sender], timeout=self.close_timeout + 1.0)
+            elif (not receiver.done() and not self.kicked.is_set()
+                  and self.ws.protocol.close_rcvd is not None):
+                # the client closed (a send failed on that first): what it sent before its
+                # close still reaches the backend, in order, before the session ends
+                await asyncio.wait([receiver], timeout=self.close_timeout)
         finally:
             for task in tasks:
                 task.cancel()
@@ -319,6 +335,7 @@ class Attachment:
 
     async def _receive(self) -> None:
         session, ws = self.session, self.ws
+        loop = asyncio.get_running_loop()
         async for message in ws:
             if isinstance(message, str):
                 try:
@@ -339,10 +356,32 @@ class Attachment:
                                  "data after eof")
                 return
             if data:
-                if session.acks.add(len(data)):
-                    self._ack_now.set()
-                self._ack_wanted.set()
-                await asyncio.shield(session.feed(data))
+                # Counted and written with no wait between: a cancel loses or repeats nothing.
+                due = session.acks.add(len(data))
+                if session.writes_whole:
+                    await session.feed(data)  # nothing to shield: see ResumableSession.feed
+                else:
+                    await asyncio.shield(session.feed(data))
+                if due:
+                    now = loop.time()
+                    if now >= self._next_ack and self._can_ack_now():
+                        self._next_ack = now + ACK_GAP  # sent from here, sparing a task switch
+                        # a client that closed needs no ack, but what it sent before its close
+                        # must still be read and written: a failed ack ends nothing here
+                        with contextlib.suppress(ConnectionClosed):
+                            await ws.send(encode_control(Ack(session.acks.take())))
+                    else:
+                        self._ack_now.set()
+                if session.acks.pending:
+                    self._ack_wanted.set()
+                await asyncio.sleep(0)  # the other direction's turn, as a shield gave it
+
+    def _can_ack_now(self) -> bool:
+        """Whether an ack fits in the connection's write buffer: sending it from the
+        receiver must never wait (reading would then wait on the client's reading)."""
+        transport = self.ws.transport
+        return transport.get_write_buffer_size() + _ACK_ROOM < \
+            transport.get_write_buffer_limits()[1]
 
     async def _control(self, control: V2Message) -> bool:
         session, ws = self.session, self.ws
@@ -365,14 +404,18 @@ class Attachment:
 
     async def _acks(self) -> None:
         acks, ws = self.session.acks, self.ws
+        loop = asyncio.get_running_loop()
         while True:
             await self._ack_wanted.wait()
             if not self._ack_now.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._ack_now.wait(), ACK_INTERVAL)
+            if (gap := self._next_ack - loop.time()) > 0:
+                await asyncio.sleep(gap)
             self._ack_wanted.clear()
             self._ack_now.clear()
             if acks.pending:
+                self._next_ack = loop.time() + ACK_GAP
                 await ws.send(encode_control(Ack(acks.take())))
 
 

@@ -8,8 +8,12 @@ Threads::
                      keepalive inside Connection
 
 A connection's halves close independently: local EOF sends ``{"type":"eof"}``
-(tether.v1 peers only), the gateway's eof shuts down the local socket's writing
-half, and the WebSocket closes 1000 once both are done. A connection that fails
+(tether peers only), the gateway's eof shuts down the local socket's writing
+half, and the WebSocket closes 1000 once both are done. With a tether.v2
+gateway each connection is a resumable session (:mod:`tether.session.resume`):
+a cut detaches it, the local connection stays open (its bytes wait in the
+replay buffer, then the local socket is no longer read), and the supervisor's
+redial resumes it within ``--retry-for``. A connection that fails otherwise
 is reported on one line and reset; the listeners keep serving. Only a dial that
 fails permanently (credential after one refresh, role, unknown service) stops
 the forward, through :meth:`Forwarder.fatal`, worded as :func:`supervise` words
@@ -25,22 +29,35 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from tether.client.dial import OPCODE_TEXT, Closed, Connection
 from tether.client.retry import RetryPolicy
 from tether.errors import Code, Failure, Interrupted, Phase, Retry, TetherError
-from tether.protocol import SUBPROTOCOL, Eof, ProtocolViolation, decode_control, encode_control
+from tether.protocol import (
+    SUBPROTOCOL,
+    SUBPROTOCOL_V2,
+    Ack,
+    Eof,
+    ProtocolViolation,
+    SessionStarted,
+    decode_control,
+    decode_control_v2,
+    encode_control,
+)
 from tether.session.link import supervise
 from tether.session.listeners import Listener, Route, host_port
+from tether.session.resume import Detachment, Resumable, Resumption, resumable
 from tether.text import strip_control
 
 if TYPE_CHECKING:
+    from tether.client.dial import ParamValue
     from tether.client.supervisor import Attempt
     from tether.session.link import Link, LinkReporter
 
 READ_SIZE = 256 * 1024
+_ROOM_WAIT = 0.5  # seconds between checks of the end while the replay buffer is full
 #: How long the dial of one new connection may keep retrying transient failures.
 CONNECTION_RETRY_FOR = 20.0
 #: How long shutting down waits for open connections to close.
@@ -68,6 +85,13 @@ class ForwardEvents(Protocol):
     def warning(self, text: str) -> None:
         """Something to know that does not stop the forward (the same text may come again)."""
 
+    def connection_detached(self, peer: str, route: Route, detachment: Detachment) -> None:
+        """The v2 session of the connection from ``peer`` lost its connection; it is being
+        resumed (said before each redial's wait, ``detachment.first`` for the first)."""
+
+    def connection_resumed(self, peer: str, route: Route, resumption: Resumption) -> None:
+        """The v2 session of the connection from ``peer`` resumed; nothing was lost."""
+
 
 class _ConnectionStatus:
     """The supervisor's reporter for one forwarded connection: its events, by peer and route."""
@@ -76,16 +100,39 @@ class _ConnectionStatus:
         self._events = events
         self._peer = peer
         self._route = route
+        self.detached: Resumable | None = None  # the session being resumed
+        self.attempt = 0  # the dial whose connection was cut
+        self._told = False
+
+    def _detached(self, failure: Failure, attempt: int, delay: float) -> bool:
+        stream = self.detached
+        if stream is None:
+            return False
+        sent, received, held = stream.counts()
+        first, self._told = not self._told, True
+        self._events.connection_detached(self._peer, self._route, Detachment(
+            failure, attempt, delay, first, sent, received, held))
+        return True
 
     def retrying(self, failure: Failure, attempt: int, delay: float) -> None:
-        """The dial of this connection is tried again after ``delay``."""
-        self._events.connection_retrying(self._peer, self._route, failure, attempt, delay)
+        """The dial of this connection is tried again after ``delay`` (to resume it, if
+        its session is detached)."""
+        if not self._detached(failure, attempt, delay):
+            self._events.connection_retrying(self._peer, self._route, failure, attempt, delay)
+
+    def resumed(self, resumption: Resumption) -> None:
+        """The session is back."""
+        self.detached = None
+        self._told = False
+        self._events.connection_resumed(self._peer, self._route, resumption)
 
     def reconnected(self, attempt: int) -> None:
         """Nothing to say: the connection's bytes flow."""
 
     def refreshing(self, failure: Failure) -> None:
-        """The token is being renewed."""
+        """The token is being renewed (a session it detached is told first)."""
+        if not self._told:
+            self._detached(failure, self.attempt, 0.0)
         self._events.refreshing(failure)
 
     def warning(self, text: str) -> None:
@@ -114,7 +161,8 @@ def _internal(exc: Exception) -> Failure:
 
 
 class _Forwarded:
-    """One accepted TCP connection bridged to its own WebSocket."""
+    """One accepted TCP connection bridged to its own WebSocket (one after another, for a
+    tether.v2 session that is resumed)."""
 
     def __init__(self, owner: Forwarder, client: socket.socket, peer: str, route: Route) -> None:
         self.owner = owner
@@ -122,10 +170,14 @@ class _Forwarded:
         self.peer = peer
         self.route = route
         self.conn: Connection | None = None
+        self.status = _ConnectionStatus(owner.events, peer, route)
+        self.stream: Resumable | None = None  # the v2 session
         self.thread = threading.Thread(target=self._run, name=f"tether-forward-{peer}",
                                        daemon=True)
+        self._upstream: threading.Thread | None = None
         self._lock = threading.Lock()
         self._halves = 0
+        self._remote_eof = False
         self._aborted = False
         self._failed = False
         self._released = False
@@ -140,11 +192,18 @@ class _Forwarded:
             threading.Thread(target=conn.close, args=(1001,), daemon=True,
                              name=f"tether-close-{self.peer}").start()
 
+    def params(self, attempt: Attempt) -> dict[str, ParamValue]:
+        """The query of each dial: ``resume=1`` (and the node) while the v2 session waits to be
+        resumed."""
+        params = self.route.params()
+        if self.stream is not None:
+            params.update(self.stream.resume_params())
+        return params
+
     def _run(self) -> None:
         owner = self.owner
         try:
-            owner.connect(self.route, self._bridge,
-                          _ConnectionStatus(owner.events, self.peer, self.route))
+            owner.connect(self.params, self._bridge, self.status)
         except Interrupted:
             pass  # the forward is stopping
         except TetherError as err:  # the dial gave up
@@ -155,27 +214,54 @@ class _Forwarded:
         except Exception as exc:  # a bug must not take the listener down
             self._fail(_internal(exc))
         finally:
-            self._release(None)
+            self._release()
             owner.finished(self)
 
     def _bridge(self, conn: Connection, attempt: Attempt) -> None:
-        """The supervisor's handler: both directions until done; failures are reported here."""
+        """The supervisor's handler: both directions until done. Failures are reported here,
+        except a cut of a v2 session, which goes to the supervisor to be resumed."""
         self.conn = conn
-        upstream: threading.Thread | None = None
+        stream = self.stream
         try:
             if self._aborted:
                 return
-            tether = conn.subprotocol == SUBPROTOCOL
-            upstream = threading.Thread(target=self._upstream, args=(conn, tether),
-                                        name=f"tether-upstream-{self.peer}", daemon=True)
-            upstream.start()
-            self._downstream(conn, tether)
+            if stream is not None:
+                self.status.resumed(stream.resume(conn))
+            elif conn.subprotocol == SUBPROTOCOL_V2:
+                stream = self.stream = Resumable(conn, frame=_raw)
+            if stream is None:
+                self._bridge_v1(conn)
+                return
+            if self._upstream is None:
+                self._upstream = threading.Thread(
+                    target=self._upstream_v2, args=(stream,), daemon=True,
+                    name=f"tether-upstream-{self.peer}")
+                self._upstream.start()
+            self._downstream(conn, stream)
+        except TetherError as err:
+            if stream is not None and stream.can_resume and resumable(err.failure) and \
+                    not self._aborted and not self._released:
+                stream.detach(conn)
+                self.status.detached, self.status.attempt = stream, attempt.number
+                raise
+            self._fail(err.failure)
+        except ProtocolViolation as exc:
+            self._fail(Failure.of(Code.PROTOCOL_ERROR, Phase.SESSION,
+                                  f"The gateway broke the protocol: {exc}", close_code=1002,
+                                  request_id=conn.request_id, url=conn.url))
+            conn.close(1002, "protocol-error")
         except Exception as exc:  # a bug must not take the listener down
             self._fail(_internal(exc))
-        finally:
-            self._release(upstream)
 
-    def _release(self, upstream: threading.Thread | None) -> None:
+    def _bridge_v1(self, conn: Connection) -> None:
+        """tether.v1 or a plain bridge: one connection, the local socket's life."""
+        tether = conn.subprotocol == SUBPROTOCOL
+        self._upstream = threading.Thread(target=self._upstream_v1, args=(conn, tether),
+                                          name=f"tether-upstream-{self.peer}", daemon=True)
+        self._upstream.start()
+        self._downstream(conn, None, tether=tether)
+
+    def _release(self) -> None:
         """Reset (failed or never connected) or close the local socket, then the WebSocket."""
         with self._lock:
             if self._released:
@@ -187,8 +273,10 @@ class _Forwarded:
             if reset:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             sock.shutdown(socket.SHUT_RD if reset else socket.SHUT_RDWR)  # wakes the upstream
-        if upstream is not None:
-            upstream.join(SHUTDOWN_GRACE)
+        if self.stream is not None:
+            self.stream.close()  # wakes an upstream waiting for room
+        if self._upstream is not None:
+            self._upstream.join(SHUTDOWN_GRACE)
         sock.close()
         if self.conn is not None and not self.conn.closed:
             self.conn.close(1001 if self._aborted else 1000)
@@ -200,14 +288,17 @@ class _Forwarded:
             self._failed = True
         self.owner.events.connection_failed(self.peer, self.route, failure)
 
-    def _half_done(self, conn: Connection) -> None:
+    def _half_done(self) -> None:
         with self._lock:
             self._halves += 1
             both = self._halves == 2
-        if both:
+        conn, stream = self.conn, self.stream
+        # A v2 session is the gateway's to complete (it closes once our eof has come): closing
+        # first would end it with bytes of ours still unprocessed, so only when all is acked.
+        if both and conn is not None and (stream is None or stream.delivered(conn)):
             conn.close()
 
-    def _upstream(self, conn: Connection, tether: bool) -> None:
+    def _upstream_v1(self, conn: Connection, tether: bool) -> None:
         """Local -> gateway; at local EOF, ``eof`` (tether.v1) and half done."""
         recv, send = self.client.recv, conn.send_binary
         try:
@@ -217,34 +308,71 @@ class _Forwarded:
                 conn.close(1001)
             elif tether:
                 conn.send_text(_EOF)
-                self._half_done(conn)
+                self._half_done()
         except (TetherError, Closed):
             return  # the connection ended: the downstream side reports why
         except OSError:
             conn.close()  # the local client reset: nothing to report
 
-    def _downstream(self, conn: Connection, tether: bool) -> None:
-        """Gateway -> local until the WebSocket ends; a failure is reported once."""
+    def _upstream_v2(self, stream: Resumable) -> None:
+        """Local -> replay buffer -> gateway, across connections; reads only while the buffer
+        has room. At local EOF, ``eof`` and half done."""
+        recv = self.client.recv
+        try:
+            while (room := stream.room(_ROOM_WAIT)) or not self._released:
+                if not room:
+                    continue
+                data = recv(min(READ_SIZE, room))
+                if not data:
+                    break
+                stream.send(data)
+            else:
+                return
+            conn = self.conn
+            if self._aborted:
+                if conn is not None:
+                    conn.close(1001)
+            elif not self._released:
+                stream.send_eof()
+                self._half_done()
+        except OSError:
+            conn = self.conn
+            if conn is not None:
+                conn.close()  # the local client reset: the session ends
+
+    def _downstream(self, conn: Connection, stream: Resumable | None, *,
+                    tether: bool = True) -> None:
+        """Gateway -> local until the WebSocket ends; raises TetherError when it broke."""
         sendall = self.client.sendall
         try:
             while (message := conn.recv()) is not None:
                 if tether and message.opcode == OPCODE_TEXT:
-                    if not isinstance(decode_control(message.data), Eof):
-                        raise ProtocolViolation("port-forward takes only data and eof")
-                    with contextlib.suppress(OSError):
-                        self.client.shutdown(socket.SHUT_WR)
-                    self._half_done(conn)
+                    self._control(conn, stream, message.data)
                     continue
                 sendall(message.data)
-        except TetherError as err:
-            self._fail(err.failure)
-        except ProtocolViolation as exc:
-            self._fail(Failure.of(Code.PROTOCOL_ERROR, Phase.SESSION,
-                                  f"The gateway broke tether.v1: {exc}", close_code=1002,
-                                  request_id=conn.request_id, url=conn.url))
-            conn.close(1002, "protocol-error")
+                if stream is not None:
+                    stream.received(len(message.data))
         except OSError:
             conn.close(1001 if self._aborted else 1000)  # the local client went away
+
+    def _control(self, conn: Connection, stream: Resumable | None, data: bytes) -> None:
+        control = decode_control(data) if stream is None else decode_control_v2(data)
+        if isinstance(control, Ack) and stream is not None:
+            stream.acked(conn, control.received)
+        elif isinstance(control, SessionStarted) and stream is not None:
+            stream.opened(control)
+        elif isinstance(control, Eof):
+            if not self._remote_eof:  # a repeated eof (after a resume) changes nothing
+                self._remote_eof = True
+                with contextlib.suppress(OSError):
+                    self.client.shutdown(socket.SHUT_WR)
+                self._half_done()
+        else:
+            raise ProtocolViolation("port-forward takes only data, ack and eof")
+
+
+def _raw(tag: int, data: bytes) -> bytes:
+    return data
 
 
 # --- the forward -------------------------------------------------------------------------
@@ -261,6 +389,9 @@ class Forwarder:
         retry_for = min(link.retry_for, CONNECTION_RETRY_FOR)
         self.policy = policy or RetryPolicy(retry_for=retry_for,
                                             connect_budget=min(retry_for, CONNECTION_RETRY_FOR))
+        self.resume_policy = RetryPolicy(retry_for=link.retry_for,
+                                         connect_budget=max(link.retry_for, 0.0),
+                                         rng=self.policy.rng)
         self.accepted = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -279,15 +410,15 @@ class Forwarder:
         with self._lock:
             return len(self._active)
 
-    def connect(self, route: Route, handler: Callable[[Connection, Attempt], None],
-                status: LinkReporter) -> None:
-        """Dial ``route`` under the supervisor with the connections' policy and run ``handler``.
+    def connect(self, params: Callable[[Attempt], Mapping[str, ParamValue]],
+                handler: Callable[[Connection, Attempt], None], status: LinkReporter) -> None:
+        """Dial under the supervisor with the connections' policy and run ``handler``; once
+        connected, a cut is resumed within ``--retry-for``.
 
         Raises TetherError when the dial gives up, Interrupted when the forward stops first.
         """
-        params = route.params()
-        supervise(self.link, "port-forward", lambda attempt: params, handler, status,
-                  policy=self.policy, sleep=self._sleep)
+        supervise(self.link, "port-forward", params, handler, status, policy=self.policy,
+                  established_policy=self.resume_policy, resumable=True, sleep=self._sleep)
 
     def _sleep(self, seconds: float) -> None:
         """Wait before a redial; Interrupted when the forward stops meanwhile."""

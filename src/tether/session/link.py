@@ -130,38 +130,51 @@ def worded_for(link: Link) -> Iterator[None]:
         raise
 
 
-def dial_once(link: Link, command: str, params: Params, reporter: Reporter) -> Connection:
+def dial_once(link: Link, command: str, params: Params, reporter: Reporter, *,
+              resumable: bool = False) -> Connection:
     """One dial of ``command``; raises TetherError with the classified failure.
 
     A reporter that is also a :class:`~tether.client.dial.DialProgress` hears of each stage.
+    ``resumable`` offers tether.v2 first (shell and port-forward).
     """
     from tether.client.dial import DialProgress, dial
 
     progress = reporter if isinstance(reporter, DialProgress) else None
     with worded_for(link):
         return dial(link.gateway, command, params, link.credential, link.options,
-                    role=link.role, warn=reporter.warning, progress=progress)
+                    role=link.role, warn=reporter.warning, progress=progress,
+                    resumable=resumable)
 
 
 def supervise(link: Link, command: str, params: Callable[[Attempt], Params],
               handler: Callable[[Connection, Attempt], T], reporter: LinkReporter, *,
-              policy: RetryPolicy | None = None,
+              policy: RetryPolicy | None = None, resumable: bool = False,
+              established_policy: RetryPolicy | None = None,
               sleep: Callable[[float], None] | None = None) -> T:
     """Run ``handler`` on a connection of ``command``, reconnecting as the retry policy allows.
 
-    ``params(attempt)`` builds the query of each dial (logs resume with ``after=``).
-    ``policy`` defaults to one that retries for ``link.retry_for``, patient on first
-    contact as ``link`` says; ``sleep`` (the wait before a redial) to the supervisor's own.
-    Returns the handler's result; raises TetherError with the final failure.
+    ``params(attempt)`` builds the query of each dial (logs resume with ``after=``; a
+    tether.v2 session with ``resume=1``). ``policy`` defaults to one that retries for
+    ``link.retry_for``, patient on first contact as ``link`` says; ``established_policy``,
+    when given, replaces it once a connection was made (a session resumed within
+    ``--retry-for``); ``sleep`` (the wait before a redial) defaults to the supervisor's own.
+    ``resumable`` offers tether.v2 on every dial. Returns the handler's result; raises
+    TetherError with the final failure.
     """
     from tether.client.retry import RetryPolicy
     from tether.client.supervisor import Supervisor
 
     policy = policy or RetryPolicy(retry_for=link.retry_for,
                                    patient_first_contact=link.patient_first_contact)
-    supervisor = Supervisor(lambda attempt: dial_once(link, command, params(attempt), reporter),
-                            handler, credential=link.credential, policy=policy,
-                            reporter=reporter, sleep=sleep)
+
+    def run(connection: Connection, attempt: Attempt) -> T:
+        if established_policy is not None:
+            supervisor.state.policy = established_policy
+        return handler(connection, attempt)
+
+    supervisor: Supervisor[Connection, T] = Supervisor(
+        lambda attempt: dial_once(link, command, params(attempt), reporter, resumable=resumable),
+        run, credential=link.credential, policy=policy, reporter=reporter, sleep=sleep)
     try:
         with worded_for(link):
             return supervisor.run()

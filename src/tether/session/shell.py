@@ -5,10 +5,15 @@ Rules:
 - Raw mode (with a local terminal) lasts exactly as long as one connected
   session: while dialing or waiting to reconnect the terminal is cooked, so
   Ctrl+C is SIGINT (exit 130) and the countdown line renders.
-- With a remote tty, a transient failure mid-session is followed by a NEW
-  shell (the old one's state is gone, and the user is told so). Without one,
-  a command that started is never run again (it may have had effects): the
-  classified failure ends tether.
+- A gateway that speaks tether.v2 keeps the session through a cut: a
+  transient failure is followed by a resume of the SAME shell or command,
+  with no byte lost or repeated (:mod:`tether.session.resume`), reported as
+  ``detached`` and ``resumed``. When resuming is impossible (4410
+  session-expired, a v1 gateway, a failure that ended the session), the
+  tether.v1 rules hold: with a remote tty a NEW shell follows (the old one's
+  state is gone, and the user is told so); without one, a command that started
+  is never run again (it may have had effects): the classified failure ends
+  tether. 4416 (resume-lost) ends tether, saying how many bytes were lost.
 - The exit status is the remote command's; ``~.`` exits 255, as ssh does.
 """
 
@@ -20,11 +25,21 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from tether.client.dial import Connection
+from tether.client.retry import RetryPolicy
 from tether.client.supervisor import Attempt
-from tether.errors import Failure, Interrupted, TetherError
+from tether.errors import Code, Failure, Interrupted, TetherError
+from tether.protocol import SUBPROTOCOL_V2
 from tether.session import terminal
 from tether.session.link import Link, LinkReporter, supervise
-from tether.session.shell_streams import InputPump, Outcome, ScreenModes, receive, write_all
+from tether.session.resume import Detachment, Resumable, Resumption, resumable
+from tether.session.shell_streams import (
+    InputPump,
+    Outcome,
+    ScreenModes,
+    receive,
+    stdin_frame,
+    write_all,
+)
 
 #: Exit status after ``~.``, as ssh's.
 DISCONNECT_STATUS = 255
@@ -67,29 +82,64 @@ class ShellReporter(LinkReporter, Protocol):
     def disconnected(self, service: str) -> None:
         """The user typed ``~.``: the session on ``service`` was closed."""
 
+    def detached(self, service: str, detachment: Detachment) -> None:
+        """The session on ``service`` lost its connection and is being resumed; said before
+        each redial's wait (``detachment.first`` for the first)."""
+
+    def resumed(self, service: str, resumption: Resumption) -> None:
+        """The session on ``service`` resumed: the SAME shell, nothing lost."""
+
 
 class _ShellStatus:
-    """The supervisor's reporter for one run: a lost session is told before the retry it causes."""
+    """The supervisor's reporter for one run: a lost session is told before the retry it causes;
+    a detached one is told as such, and its redial is not a new shell."""
 
     def __init__(self, reporter: ShellReporter, service: str) -> None:
         self._reporter = reporter
         self._service = service
         self.lost: Failure | None = None  # the failure that ended an established session
+        self.detached: Resumable | None = None  # the session being resumed
+        self.attempt = 0  # the dial whose connection was cut
+        self._told = False  # the current detachment was told
+
+    def _detached(self, failure: Failure, attempt: int, delay: float) -> bool:
+        """Tell the detachment (first, or a further wait); False when not detached."""
+        stream = self.detached
+        if stream is None:
+            return False
+        sent, received, held = stream.counts()
+        first, self._told = not self._told, True
+        self._reporter.detached(self._service, Detachment(
+            failure, attempt, delay, first, sent, received, held))
+        return True
 
     def retrying(self, failure: Failure, attempt: int, delay: float) -> None:
-        """Say once that the shell is gone and a new one is coming, then the retry."""
+        """Say once that the shell is gone and a new one is coming, then the retry; or, while
+        resuming, that the session is detached."""
+        if self._detached(failure, attempt, delay):
+            return
         lost, self.lost = self.lost, None
         if lost is not None:
             self._reporter.shell_lost(self._service, lost)
         self._reporter.retrying(failure, attempt, delay)
 
     def reconnected(self, attempt: int) -> None:
-        """The new shell is up."""
+        """The new shell is up (a resume is told once its handshake is done)."""
+        if self.detached is not None:
+            return
         self._reporter.reconnected(attempt)
         self._reporter.shell_replaced(self._service)
 
+    def resumed(self, resumption: Resumption) -> None:
+        """The session is back."""
+        self.detached = None
+        self._told = False
+        self._reporter.resumed(self._service, resumption)
+
     def refreshing(self, failure: Failure) -> None:
-        """The token is being renewed."""
+        """The token is being renewed (a session it detached is told first)."""
+        if not self._told:
+            self._detached(failure, self.attempt, 0.0)
         self._reporter.refreshing(failure)
 
     def warning(self, text: str) -> None:
@@ -107,7 +157,9 @@ class ShellRun:
     def __init__(self, request: ShellRequest, status: _ShellStatus) -> None:
         self.request = request
         self.status = status
-        self.dialed_size: tuple[int, int] | None = None
+        self.remote_size: tuple[int, int] | None = None  # what the remote terminal was given
+        self.stream: Resumable | None = None  # the tether.v2 session, while it may be resumed
+        self.modes = ScreenModes() if request.raw else None
 
     def size(self) -> tuple[int, int]:
         """The local terminal's ``(cols, rows)``."""
@@ -115,48 +167,98 @@ class ShellRun:
         return terminal.size(fd)
 
     def params(self, attempt: Attempt) -> dict[str, str | int | Sequence[str] | None]:
-        """The query of each dial: the current size, so a new shell fits the window."""
+        """The query of each dial: the current size, so a new shell fits the window; and
+        ``resume=1`` (and the gateway's node) while a session waits to be resumed."""
         request = self.request
         query: dict[str, str | int | Sequence[str] | None] = {
             "service": request.service, "instance": request.instance,
             "tty": "1" if request.tty else "0",
             "command": list(request.command) or None}
         if request.tty:
-            self.dialed_size = self.size()
-            query["cols"], query["rows"] = self.dialed_size
+            size = self.size()
+            query["cols"], query["rows"] = size
+            if self.stream is None:
+                self.remote_size = size
+        if self.stream is not None:
+            query.update(self.stream.resume_params())
         return query
 
+    def _attach(self, connection: Connection) -> Resumable | None:
+        """The v2 session on ``connection``: resumed, or new; None for a v1 gateway."""
+        stream = self.stream
+        if stream is not None:
+            self.status.resumed(stream.resume(connection))
+            return stream
+        if connection.subprotocol == SUBPROTOCOL_V2:
+            self.stream = Resumable(connection, frame=stdin_frame)
+        return self.stream
+
     def handle(self, connection: Connection, attempt: Attempt) -> Outcome:
-        """Bridge one session; raises TetherError when it broke (NotRetried if it must stop)."""
+        """Bridge one connection; raises TetherError when it broke (NotRetried if it must stop).
+
+        A v2 session that is cut stays in ``self.stream`` and the error goes to the
+        supervisor, whose redial resumes it.
+        """
         request = self.request
-        pump = InputPump(connection, _STDIN, terminal=request.tty, escapes=request.raw,
-                         size=self.size if request.tty else None, sent_size=self.dialed_size)
-        modes = ScreenModes() if request.raw else None
-        broke = True
+        modes = self.modes
+        stream = self.stream  # being resumed, or None
+        kept = broke = True
         try:
+            stream = self._attach(connection)
+            pump = InputPump(connection, _STDIN, terminal=request.tty, escapes=request.raw,
+                             size=self.size if request.tty else None,
+                             sent_size=self.remote_size, stream=stream)
             with self._local_terminal(pump):
                 pump.start()
                 try:
                     outcome = receive(connection, pump, stdout=_STDOUT, stderr=_STDERR,
-                                      modes=modes)
+                                      modes=modes, stream=stream)
                 finally:
                     connection.close()
                     pump.stop()
-            broke = False
+                    self.remote_size = pump.sent_size
+            broke = kept = False
             return outcome
         except Interrupted:
+            kept = False
             raise
         except TetherError as err:
-            if not request.tty:
-                failure = err.failure.replace(hint=_NO_RERUN_HINT)
-                raise NotRetried(TetherError(failure)) from err
-            self.status.lost = err.failure
-            raise
+            if stream is not None and stream.can_resume and resumable(err.failure):
+                stream.detach(connection)
+                self.status.detached, self.status.attempt = stream, attempt.number
+                raise
+            kept = False
+            lost = self._lost(err)
+            if lost is err:
+                raise
+            raise lost from err
         finally:
-            undo = (modes.reset() if modes is not None else b"") + (_PLAIN if broke else b"")
+            if not kept:
+                self.forget()
+            undo = b""
+            if not kept and modes is not None:
+                undo = modes.reset() + (_PLAIN if broke else b"")
             if request.raw and undo and terminal.is_terminal(_STDOUT):
                 with contextlib.suppress(OSError):
                     write_all(_STDOUT, undo)
+
+    def _lost(self, err: TetherError) -> Exception:
+        """What ends an established session that cannot be resumed: a new shell with a tty
+        (the supervisor's retry), or the failure as it stands."""
+        self.status.detached = None
+        if err.failure.code is Code.RESUME_LOST:
+            return err
+        if not self.request.tty:
+            failure = err.failure.replace(hint=_NO_RERUN_HINT)
+            return NotRetried(TetherError(failure))
+        self.status.lost = err.failure
+        return err
+
+    def forget(self) -> None:
+        """Let go of the v2 session (it ended, or cannot be resumed)."""
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
 
     @contextlib.contextmanager
     def _local_terminal(self, pump: InputPump) -> Iterator[None]:
@@ -176,9 +278,15 @@ def run_shell(link: Link, request: ShellRequest, reporter: ShellReporter) -> int
     status = _ShellStatus(reporter, request.service)
     run = ShellRun(request, status)
     try:
-        outcome = supervise(link, "shell", run.params, run.handle, status)
+        # once connected the address is proven: redials (resumes above all) may take all
+        # of --retry-for, whatever kind of failure they meet
+        established = RetryPolicy(retry_for=link.retry_for, connect_budget=link.retry_for)
+        outcome = supervise(link, "shell", run.params, run.handle, status, resumable=True,
+                            established_policy=established)
     except NotRetried as stop:
         raise stop.error from stop.error.__cause__
+    finally:
+        run.forget()
     if outcome.disconnected:
         reporter.disconnected(request.service)
         return DISCONNECT_STATUS

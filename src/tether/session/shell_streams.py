@@ -28,16 +28,20 @@ from dataclasses import dataclass
 from tether.client.dial import Closed, Connection
 from tether.errors import Code, Failure, Phase, TetherError
 from tether.protocol import (
+    Ack,
     Eof,
     Exit,
     ProtocolViolation,
     Resize,
     SessionStarted,
     Stream,
+    V2Message,
     decode_control,
+    decode_control_v2,
     encode_control,
 )
 from tether.session.keys import ESCAPE_HELP, Action, EscapeScanner, PasteJoiner
+from tether.session.resume import Resumable
 
 READ_SIZE = 64 * 1024  # one stdin read, and so at most one stdin frame
 BATCH = 256 * 1024  # output joined into one write at most
@@ -45,6 +49,11 @@ _POLL = 0.5  # seconds between checks of the stop flag when nothing wakes the pu
 _JOIN = 1.0  # seconds to wait for the pump thread on the way out
 _STDIN = bytes((Stream.STDIN,))
 _OUT, _ERR = int(Stream.STDOUT), int(Stream.STDERR)
+
+
+def stdin_frame(tag: int, data: bytes) -> bytes:
+    """The shell frame of stdin bytes (a replay buffer's frame function)."""
+    return _STDIN + data
 
 
 def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
@@ -64,13 +73,17 @@ class InputPump:
 
     ``terminal``: the remote side has a tty: escapes are recognised (when
     ``escapes``) and pastes kept whole. ``size()`` gives ``(cols, rows)`` for a
-    resize; ``sent_size`` is the size the session was opened with.
+    resize; ``sent_size`` is the size the remote terminal has. With a tether.v2
+    ``stream`` stdin goes through its replay buffer, and is read only while the
+    buffer has room.
     """
 
     def __init__(self, connection: Connection, fd: int, *, terminal: bool, escapes: bool,
                  size: Callable[[], tuple[int, int]] | None = None,
-                 sent_size: tuple[int, int] | None = None, notice_fd: int = 2) -> None:
+                 sent_size: tuple[int, int] | None = None, notice_fd: int = 2,
+                 stream: Resumable | None = None) -> None:
         self._conn = connection
+        self._stream = stream
         self._fd = fd
         self._terminal = terminal
         self._escapes = EscapeScanner() if terminal and escapes else None
@@ -86,6 +99,14 @@ class InputPump:
         self._thread = threading.Thread(target=self._run, name="tether-stdin", daemon=True)
         self.disconnected = False  # ~. was typed
         self.eof = False  # stdin ended and eof was sent
+        if stream is not None:
+            stream.on_room = self._wake
+            self.eof = stream.eof_sent
+
+    @property
+    def sent_size(self) -> tuple[int, int] | None:
+        """The size the remote terminal was last given."""
+        return self._sent_size
 
     def start(self) -> None:
         """Start reading (a resize goes first when the size changed since the dial)."""
@@ -125,11 +146,17 @@ class InputPump:
             if self._stop.is_set():
                 self._close_fds()
 
+    def _room(self) -> int:
+        return READ_SIZE if self._stream is None else min(READ_SIZE, self._stream.room(0))
+
     def _loop(self) -> None:
-        reading = True
+        reading = not self.eof
+        if not reading and not self._terminal:
+            return
         while not self._stop.is_set():
             self._follow_size()  # on every wake and every poll: SIGWINCH may reach any thread
-            watched = [self._wake_r, self._fd] if reading else [self._wake_r]
+            # a full replay buffer: stdin waits (an ack wakes this loop)
+            watched = [self._wake_r, self._fd] if reading and self._room() else [self._wake_r]
             ready = select.select(watched, [], [], _POLL)[0]
             if self._stop.is_set():
                 return
@@ -143,14 +170,17 @@ class InputPump:
     def _pump_once(self) -> bool:
         """One read from stdin, sent on; False at its end (or on ``~.``)."""
         try:
-            data = os.read(self._fd, READ_SIZE)
+            data = os.read(self._fd, self._room() or 1)
         except OSError:
             data = b""  # a hung-up terminal or a closed descriptor: the input is over
         if not data:
             rest = self._paste.flush() if self._paste is not None else b""
             if rest:
-                self._conn.send_binary(_STDIN + rest)
-            self._conn.send_text(encode_control(Eof()))
+                self._send(rest)
+            if self._stream is not None:
+                self._stream.send_eof()
+            else:
+                self._conn.send_text(encode_control(Eof()))
             self.eof = True
             return False
         actions: list[Action] = []
@@ -160,7 +190,7 @@ class InputPump:
         if self._paste is not None:
             data = self._paste.feed(data)
         if data:
-            self._conn.send_binary(_STDIN + data)
+            self._send(data)
         for action in actions:
             if action is Action.HELP:
                 write_all(self._notice_fd, ESCAPE_HELP.encode())
@@ -169,6 +199,12 @@ class InputPump:
                 self._conn.close(1000, "disconnected by the user")
                 return False
         return True
+
+    def _send(self, data: bytes) -> None:
+        if self._stream is not None:
+            self._stream.send(data, Stream.STDIN)
+        else:
+            self._conn.send_binary(_STDIN + data)
 
     def _follow_size(self) -> None:
         """Send a resize when the local terminal's size differs from the remote one's."""
@@ -258,7 +294,6 @@ class Outcome:
 
     exit_code: int | None = None
     disconnected: bool = False
-    session_id: str | None = None
     instance: str | None = None
 
 
@@ -268,10 +303,11 @@ def _protocol_error(connection: Connection, message: str) -> TetherError:
 
 
 def receive(connection: Connection, pump: InputPump, *, stdout: int = 1, stderr: int = 2,
-            modes: ScreenModes | None = None) -> Outcome:
+            modes: ScreenModes | None = None, stream: Resumable | None = None) -> Outcome:
     """Write the session's output until the exit message (or ``~.``); the outcome.
 
-    ``modes``, when given, follows the terminal modes in the output.
+    ``modes``, when given, follows the terminal modes in the output. With a tether.v2
+    ``stream``, output bytes are counted for its acks and the gateway's acks free its buffer.
 
     Raises TetherError when the connection breaks or the gateway breaks the protocol.
     """
@@ -291,33 +327,45 @@ def receive(connection: Connection, pump: InputPump, *, stdout: int = 1, stderr:
             data = message.data
             if message.is_text:
                 batch.flush()
-                if _control(connection, data, outcome):
+                if _control(connection, data, outcome, stream):
                     return outcome
                 continue
-            stream = data[0] if data else -1
-            if stream == _OUT:
+            stream_byte = data[0] if data else -1
+            if stream_byte == _OUT:
                 if modes is not None:
                     modes.feed(data)
                 batch.add(stdout, data)
-            elif stream == _ERR:
+            elif stream_byte == _ERR:
                 batch.add(stderr, data)
             else:
                 raise _protocol_error(connection, "The gateway sent a shell frame with stream "
-                                                  f"byte {stream}; expected 1 or 2.")
+                                                  f"byte {stream_byte}; expected 1 or 2.")
+            if stream is not None:
+                stream.received(len(data) - 1)
     finally:
         batch.flush()
 
 
-def _control(connection: Connection, data: bytes, outcome: Outcome) -> bool:
+def _control(connection: Connection, data: bytes, outcome: Outcome,
+             stream: Resumable | None) -> bool:
     """Apply one control message to ``outcome``; True when it was the exit message."""
+    control: V2Message
     try:
-        control = decode_control(data)
+        control = decode_control(data) if stream is None else decode_control_v2(data)
     except ProtocolViolation as exc:
+        version = "tether.v1" if stream is None else "tether.v2"
         raise _protocol_error(connection, f"The gateway sent a control message that is "
-                                          f"not tether.v1: {exc}.") from exc
+                                          f"not {version}: {exc}.") from exc
     if isinstance(control, Exit):
         outcome.exit_code = control.code
         return True
     if isinstance(control, SessionStarted):
-        outcome.session_id, outcome.instance = control.id, control.instance
+        outcome.instance = control.instance
+        if stream is not None:
+            stream.opened(control)
+    elif isinstance(control, Ack) and stream is not None:
+        stream.acked(connection, control.received)
+    elif not isinstance(control, SessionStarted | Eof | Resize):
+        raise _protocol_error(connection, f"The gateway sent {type(control).__name__} in the "
+                                          "middle of a session.")
     return False

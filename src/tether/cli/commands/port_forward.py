@@ -132,9 +132,10 @@ def port_forward_command(
 ) -> None:
     """Forward local ports to a service's ports; one broken connection never ends the forward.
 
-    Each accepted connection gets its own WebSocket. A connection that fails is
-    reported on one line and the listeners keep serving; a refused credential or
-    role stops everything. Ctrl+C closes the listeners and open connections.
+    Each accepted connection gets its own WebSocket; a lost one resumes with the
+    local connection kept open. A connection that fails is reported on one line
+    and the listeners keep serving; a refused credential or role stops
+    everything. Ctrl+C closes the listeners and open connections.
     """
     try:
         specs = parse_port_specs(ports)

@@ -43,10 +43,10 @@ def shell(  # noqa: PLR0917 - one parameter per option, as Typer wants
     """Open a shell in SERVICE, or run a command there, like ssh and kubectl exec -it.
 
     With a terminal, Ctrl+C goes to the remote program; type ~. after a newline to
-    disconnect (exit status 255, as ssh) and ~? for the other escapes. A session
-    lost to a network or gateway failure is replaced by a NEW shell (its state is
-    not kept). A piped command is never run twice: if its connection breaks,
-    tether fails with the reason. The exit status is the remote command's.
+    disconnect (exit status 255, as ssh) and ~? for the other escapes. A lost
+    connection resumes the same session, with no output lost or repeated; only
+    when that is impossible is a NEW shell opened (its state is not kept). A piped
+    command is never run twice. The exit status is the remote command's.
     """
     from tether.cli.options import settings
     from tether.cli.output.reporters import ShellReporter

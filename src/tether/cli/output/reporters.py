@@ -5,7 +5,10 @@
   a terminal, one line per event otherwise, one JSON event per line with
   ``--output json``; and a dial that waits (:class:`tether.client.dial.DialProgress`).
 - :class:`ShellReporter`: that, and what a shell user must know when a session
-  is lost or closed (:class:`tether.session.shell.ShellReporter`).
+  is lost, detached, resumed or closed (:class:`tether.session.shell.ShellReporter`):
+  while a tether.v2 session is detached, one dim line on a terminal, erased on
+  resume (the cursor goes back where the remote output left it); ``detached``
+  and ``resumed`` JSON events with byte counts.
 - :class:`ForwardReporter`: the listeners on stdout and each forwarded
   connection's events (:class:`tether.session.forward.ForwardEvents`).
 """
@@ -15,7 +18,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from tether.cli.output.render import (
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
     from tether.client.dial import Stage
     from tether.errors import Failure
     from tether.session.listeners import Listener, Route
+    from tether.session.resume import Detachment, Resumption
 
 _REFRESH_NOTE_EVERY = 5.0  # seconds: one refresh note for many connections asking at once
 #: seconds a dial may take before the stage it waits for is shown
@@ -85,6 +89,8 @@ class StatusReporter:
         self._shown = False
         self._hinted: set[str] = set()
         self._dial: _Dial | None = None
+        self._before = self._after = ""  # around a live line shown below the cursor
+        self._style = self._unstyle = ""
 
     def connecting(self, stage: Stage, where: str) -> None:
         """A stage of a dial began; shown only once the dial has waited a while."""
@@ -141,6 +147,11 @@ class StatusReporter:
         if not self._live:
             emit_line(render_retry(failure, attempt, delay, output="text"))
             return
+        self._count_down(lambda left, width: render_retry(failure, attempt, left, output="text",
+                                                          width=width), delay)
+
+    def _count_down(self, render: Callable[[float, int], str], delay: float) -> None:
+        """Keep ``render(seconds left, width)`` up as the live line until the wait is over."""
         from tether.session.terminal import size
 
         stop = threading.Event()
@@ -151,8 +162,7 @@ class StatusReporter:
         def tick() -> None:
             while True:
                 left = max(deadline - time.monotonic(), 0.0)
-                self._show(render_retry(failure, attempt, left, output="text", width=width),
-                           stop)
+                self._show(render(left, width), stop)
                 if left <= 0 or stop.wait(min(0.1, left) if left < 1 else 0.1):
                     return
 
@@ -183,17 +193,29 @@ class StatusReporter:
             self._countdown = None
         with self._lock:
             if self._shown:
-                sys.stderr.write("\r\x1b[2K")
+                sys.stderr.write("\r\x1b[2K" + self._after)
                 sys.stderr.flush()
                 self._shown = False
+            self._before = self._after = self._style = self._unstyle = ""
 
     def _show(self, line: str, stop: threading.Event) -> None:
         with self._lock:
             if stop.is_set():  # cleared meanwhile: the line must not come back
                 return
-            sys.stderr.write("\r\x1b[2K" + line)
+            opening = "" if self._shown else self._before
+            sys.stderr.write(opening + "\r\x1b[2K" + self._style + line + self._unstyle)
             sys.stderr.flush()
             self._shown = True
+
+    def _below(self, style: str) -> None:
+        """Show the next live line on a line of its own below the cursor, in ``style``; its
+        erasure puts the cursor back (for a line shown over a remote terminal's output)."""
+        with self._lock:
+            # IND then RI scroll if needed and keep the column; DECSC saves the spot;
+            # IND and CR move to the line below, which clear() erases before DECRC.
+            self._before = "\x1bD\x1bM\x1b7\x1bD"
+            self._after = "\x1b8"
+            self._style, self._unstyle = style, "\x1b[0m" if style else ""
 
 
 def _refresh_line(failure: Failure, *, json: bool) -> str:
@@ -232,6 +254,73 @@ class ShellReporter(StatusReporter):
             emit_line(render_event("disconnected", service=service))
         else:
             emit_line(f"\r\nDisconnected from {clean(service, limit=100)} (~.).")
+
+    def detached(self, service: str, detachment: Detachment) -> None:
+        """The session is detached and being resumed: one dim live line on a terminal; a
+        ``detached`` event (then ``retry`` events) in JSON; a plain line otherwise."""
+        failure = detachment.failure
+        if self._json:
+            self.clear()
+            if detachment.first:
+                emit_line(detached_event(detachment, service=service))
+            else:
+                emit_line(render_retry(failure, detachment.attempt, detachment.delay,
+                                       output="json"))
+            return
+        if not self._live:
+            self.clear()
+            emit_line(detached_line(detachment, detachment.delay))
+            return
+        if self._countdown is not None:
+            self._countdown.set()
+            self._countdown = None
+        if not self._shown:
+            self._below(_DIM)
+        self._count_down(lambda left, width: detached_line(detachment, left, width),
+                         detachment.delay)
+
+    def resumed(self, service: str, resumption: Resumption) -> None:
+        """The session is back: the line goes; a ``resumed`` event in JSON."""
+        self.clear()
+        if self._json:
+            emit_line(resumed_event(resumption, service=service))
+        elif not self._live:
+            emit_line(f"Resumed the session on {clean(service, limit=100)}: nothing was lost "
+                      f"({resumption.resent} bytes sent again).")
+
+
+_DIM = "\x1b[0;2m"
+
+
+def detached_line(detachment: Detachment, left: float, width: int | None = None) -> str:
+    """``code: message. Reconnecting in 2.0 s to resume (attempt 1). Ctrl+C to quit``."""
+    failure = detachment.failure
+    message = clean(failure.message, limit=300).rstrip(". ")
+    head = f"{failure.code}: "
+    tail = (f". Reconnecting in {left:.1f} s to resume (attempt {detachment.attempt}). "
+            "Ctrl+C to quit")
+    if width is not None and len(head) + len(message) + len(tail) > width:
+        room = width - len(head) - len(tail) - 1
+        if room < 12:  # too little to say anything: the code says what happened
+            return f"{failure.code}{tail}"
+        message = message[:room].rstrip() + "…"
+    return head + message + tail
+
+
+def detached_event(detachment: Detachment, **where: object) -> str:
+    """The JSON ``detached`` event: why, the first redial's wait, and the byte counts."""
+    failure = detachment.failure
+    return render_event("detached", **where, code=str(failure.code), message=failure.message,
+                        attempt=detachment.attempt, delay=round(detachment.delay, 3),
+                        sent=detachment.sent, received=detachment.received,
+                        unacknowledged=detachment.unacknowledged)
+
+
+def resumed_event(resumption: Resumption, **where: object) -> str:
+    """The JSON ``resumed`` event: the byte counts, what was sent again, how long it took."""
+    return render_event("resumed", **where, sent=resumption.sent, received=resumption.received,
+                        resent=resumption.resent,
+                        detached_for=round(resumption.detached_for, 3))
 
 
 class ForwardReporter:
@@ -285,6 +374,27 @@ class ForwardReporter:
         message = clean(failure.message, limit=300).rstrip(". ")
         self._emit(f"connection {peer} -> {clean(str(route), limit=200)}: {failure.code}: "
                    f"{message}; retrying in {delay:.1f} s (attempt {attempt})")
+
+    def connection_detached(self, peer: str, route: Route, detachment: Detachment) -> None:
+        """One connection's v2 session lost its connection; its local side waits."""
+        if self._json:
+            if detachment.first:
+                self._emit(detached_event(detachment, connection=peer, target=str(route)))
+            return
+        if detachment.first:
+            failure = detachment.failure
+            message = clean(failure.message, limit=300).rstrip(". ")
+            self._emit(f"connection {peer} -> {clean(str(route), limit=200)} detached: "
+                       f"{failure.code}: {message}; resuming ({detachment.unacknowledged} "
+                       "bytes held)")
+
+    def connection_resumed(self, peer: str, route: Route, resumption: Resumption) -> None:
+        """One connection's v2 session resumed; nothing was lost."""
+        if self._json:
+            self._emit(resumed_event(resumption, connection=peer, target=str(route)))
+            return
+        self._emit(f"connection {peer} -> {clean(str(route), limit=200)} resumed "
+                   f"({resumption.resent} bytes sent again)")
 
     def refreshing(self, failure: Failure) -> None:
         """The token is being renewed (said once however many connections asked)."""
