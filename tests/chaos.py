@@ -22,6 +22,7 @@ import socket
 import struct
 import threading
 import time
+from pathlib import Path
 from types import TracebackType
 
 _SLICE = 0.05
@@ -210,3 +211,10 @@ class ChaosProxy:
             except TimeoutError:
                 continue
             view = view[sent:]
+
+
+def cli_env(proxy: ChaosProxy, token: str, tmp: Path) -> dict[str, str]:
+    """The environment of a ``tether`` run whose gateway is reached through ``proxy``."""
+    from tests.cli import tether_env
+
+    return tether_env(f"http://127.0.0.1:{proxy.port}", token, tmp)

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from tests.chaos import ChaosProxy
-from tests.cli import Gathered, assert_no_secrets, json_events, tether_env
+from tests.chaos import ChaosProxy, cli_env
+from tests.cli import Gathered, assert_no_secrets, json_events
 from tests.e2e.test_shell import Term, assert_terminal_restored, wrapped_term
 from tether.gateway.runner import RunningGateway
 
@@ -110,16 +110,6 @@ def watch() -> Iterator[Callable[..., Watched]]:
         one.kill()
 
 
-@pytest.fixture
-def terms() -> Iterator[list[Term]]:
-    started: list[Term] = []
-    yield started
-    for term in started:
-        term.close()
-
-
-def via(proxy: ChaosProxy, token: str, tmp: Path) -> dict[str, str]:
-    return tether_env(f"http://127.0.0.1:{proxy.port}", token, tmp)
 
 
 def stamp() -> str:
@@ -150,7 +140,7 @@ def echo_round(port: int, payload: bytes) -> bytes:
 def test_logs_follow_loses_and_repeats_nothing_through_cuts_stalls_and_trickles(
         gateway: RunningGateway, proxy: ChaosProxy, viewer_token: str, log_dir: Path,
         tmp_path: Path, watch: Callable[..., Watched]) -> None:
-    run = watch("logs", "api", "-f", "-o", "json", env=via(proxy, viewer_token, tmp_path))
+    run = watch("logs", "api", "-f", "-o", "json", env=cli_env(proxy, viewer_token, tmp_path))
     run.lines_at_least(6)
     done = threading.Event()
 
@@ -204,7 +194,7 @@ def test_stalled_path_is_declared_dead_within_the_keepalive_bound_then_resumes(
         tmp_path: Path, watch: Callable[..., Watched]) -> None:
     run = watch("logs", "api", "-f", "-o", "json", "--keepalive-interval", "0.5s",
                 "--keepalive-timeout", "2s", "--connect-timeout", "2s",
-                env=via(proxy, viewer_token, tmp_path))
+                env=cli_env(proxy, viewer_token, tmp_path))
     run.lines_at_least(6)
     proxy.stall(True)
     stalled = time.monotonic()
@@ -233,7 +223,7 @@ def test_port_forward_keeps_listening_and_later_connections_work_after_cuts(
         tmp_path: Path, watch: Callable[..., Watched]) -> None:
     proxy, deployer_token = v1_proxy, v1_gateway.mint_token("Deployer", sub="deployer")
     run = watch("port-forward", "api", f":{echo_server}", "-o", "json",
-                env=via(proxy, deployer_token, tmp_path))
+                env=cli_env(proxy, deployer_token, tmp_path))
     run.lines_at_least(1)
     port = int(json.loads(run.lines[0])["local_port"])
     assert echo_round(port, b"before") == b"before"
@@ -265,7 +255,7 @@ def test_shell_reconnects_to_a_new_shell_after_a_cut(
     proxy, deployer_token = v1_proxy, v1_gateway.mint_token("Deployer", sub="deployer")
     gateway = v1_gateway
     term = Term(["/bin/sh", "-c", "exec \"$0\" -m tether shell api", _python()],
-                via(proxy, deployer_token, tmp_path), tmp_path)
+                cli_env(proxy, deployer_token, tmp_path), tmp_path)
     terms.append(term)
     term.prompt()
     term.child.sendline("echo up-$((1+1))")
@@ -299,7 +289,7 @@ def _wait_to_reconnect(proxy: ChaosProxy) -> None:
 def test_ctrl_c_ends_logs_within_a_second(
         state: str, gateway: RunningGateway, proxy: ChaosProxy, viewer_token: str,
         tmp_path: Path, watch: Callable[..., Watched]) -> None:
-    run = watch("logs", "api", "-f", "-o", "json", env=via(proxy, viewer_token, tmp_path))
+    run = watch("logs", "api", "-f", "-o", "json", env=cli_env(proxy, viewer_token, tmp_path))
     run.lines_at_least(6)
     if state == "waiting":
         _wait_to_reconnect(proxy)
@@ -314,7 +304,7 @@ def test_ctrl_c_ends_port_forward_within_a_second(
         state: str, gateway: RunningGateway, proxy: ChaosProxy, deployer_token: str,
         echo_server: int, tmp_path: Path, watch: Callable[..., Watched]) -> None:
     run = watch("port-forward", "api", f":{echo_server}", "-o", "json",
-                env=via(proxy, deployer_token, tmp_path))
+                env=cli_env(proxy, deployer_token, tmp_path))
     run.lines_at_least(1)
     port = int(json.loads(run.lines[0])["local_port"])
     with socket.create_connection(("127.0.0.1", port), timeout=5) as held:
@@ -340,7 +330,7 @@ def _tether_pid(term: Term) -> int:
 def test_ctrl_c_ends_a_shell_waiting_to_reconnect_with_the_terminal_restored(
         gateway: RunningGateway, proxy: ChaosProxy, deployer_token: str, tmp_path: Path,
         terms: list[Term]) -> None:
-    term = wrapped_term(terms, via(proxy, deployer_token, tmp_path), tmp_path, "shell", "api")
+    term = wrapped_term(terms, cli_env(proxy, deployer_token, tmp_path), tmp_path, "shell", "api")
     term.prompt()
     _wait_to_reconnect(proxy)
     term.expect("Reconnecting in")
@@ -358,7 +348,7 @@ def test_sigint_ends_a_connected_shell_with_the_terminal_restored(
         terms: list[Term]) -> None:
     # Connected, the terminal is raw and the Ctrl+C key goes to the remote program
     # (test_shell.py); the signal SIGINT is what ends tether itself.
-    term = wrapped_term(terms, via(proxy, deployer_token, tmp_path), tmp_path, "shell", "api")
+    term = wrapped_term(terms, cli_env(proxy, deployer_token, tmp_path), tmp_path, "shell", "api")
     term.prompt()
     term.child.sendline("echo live-$((4+4))")
     term.expect("live-8")

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.chaos import DOWN, UP, ChaosProxy
+from tests.chaos import DOWN, UP, ChaosProxy, cli_env
 from tests.cli import Gathered, assert_no_secrets, json_events, run_tether, tether_env
 from tests.e2e.test_shell import Term, tether_term
 from tests.integration.test_gateway_resume import snapshot, state_is, wait_for
@@ -67,16 +67,6 @@ def runs() -> Iterator[list[Run]]:
         run.kill()
 
 
-@pytest.fixture
-def terms() -> Iterator[list[Term]]:
-    started: list[Term] = []
-    yield started
-    for term in started:
-        term.close()
-
-
-def via(proxy: ChaosProxy, token: str, tmp: Path) -> dict[str, str]:
-    return tether_env(f"http://127.0.0.1:{proxy.port}", token, tmp)
 
 
 def lines_once(output: bytes, count: int) -> None:
@@ -97,7 +87,8 @@ def test_a_shell_keeps_its_shell_and_prints_every_line_once_through_resets(
         gateway: RunningGateway, deployer_token: str, tmp_path: Path,
         terms: list[Term]) -> None:
     with ChaosProxy(gateway.port) as proxy:
-        term = tether_term(terms, via(proxy, deployer_token, tmp_path), tmp_path, "shell", "api")
+        env = cli_env(proxy, deployer_token, tmp_path)
+        term = tether_term(terms, env, tmp_path, "shell", "api")
         term.prompt()
         before = shell_pid(term, "a")
         term.child.sendline("cd /tmp; X=kept; i=0; while [ $i -lt 300 ]; do i=$((i+1)); "
@@ -130,7 +121,7 @@ def test_a_piped_command_resumes_and_json_tells_detached_and_resumed(
     with ChaosProxy(gateway.port) as proxy:
         run = Run("-o", "json", "shell", "api", "--", "sh", "-c",
                   "i=0; while [ $i -lt 400 ]; do i=$((i+1)); echo L$i; sleep 0.005; done",
-                  env=via(proxy, deployer_token, tmp_path))
+                  env=cli_env(proxy, deployer_token, tmp_path))
         runs.append(run)
         for number, seen in enumerate((30, 150, 280), start=1):
             run.until(f"{seen} lines", lambda n=seen: len(run.lines) >= n)
@@ -160,7 +151,7 @@ def test_output_beyond_the_gateways_buffer_while_detached_ends_with_resume_lost(
         run = Run("shell", "api", "--retry-for", "60s", "--", "sh", "-c",
                   f"echo started; while [ ! -e {go} ]; do sleep 0.02; done; "
                   f"head -c {total} /dev/zero",
-                  env=via(proxy, token, tmp_path))
+                  env=cli_env(proxy, token, tmp_path))
         runs.append(run)
         run.until("the command", lambda: b"started" in run.out)
         proxy.refuse = True
@@ -182,7 +173,7 @@ def test_an_expired_session_says_so_and_opens_a_new_shell(
     running = make_gateway(resume_grace=0.3)
     token = running.mint_token("Deployer", sub="deployer")
     with ChaosProxy(running.port) as proxy:
-        term = tether_term(terms, via(proxy, token, tmp_path), tmp_path, "shell", "api")
+        term = tether_term(terms, cli_env(proxy, token, tmp_path), tmp_path, "shell", "api")
         term.prompt()
         before = shell_pid(term, "a")
         proxy.refuse = True
@@ -210,7 +201,7 @@ def test_port_forward_carries_64_mib_each_way_through_five_resets(
         token = gw.mint_token("Deployer", sub="deployer")
         with ChaosProxy(gw.port) as proxy:
             run = Run("port-forward", "api", f":{target}", "-o", "json", "--retry-for", "60s",
-                      env=via(proxy, token, tmp_path))
+                      env=cli_env(proxy, token, tmp_path))
             runs.append(run)
             run.until("the listener", lambda: bool(run.lines))
             port = int(json.loads(run.lines[0])["local_port"])

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
@@ -69,14 +68,6 @@ def env(gateway: RunningGateway, deployer_token: str, tmp_path: Path) -> dict[st
 @pytest.fixture
 def secrets(deployer_token: str, viewer_token: str) -> list[str]:
     return [deployer_token, viewer_token]
-
-
-@pytest.fixture
-def terms() -> Iterator[list[Term]]:
-    started: list[Term] = []
-    yield started
-    for term in started:
-        term.close()
 
 
 def tether_term(terms: list[Term], env: dict[str, str], cwd: Path, *args: str,

@@ -10,9 +10,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from tests.hostile import HostileServer
 from tests.pg import PostgresCluster, postgres_cluster
 
 
@@ -32,3 +34,19 @@ def pg_url(postgres: PostgresCluster) -> Iterator[str]:
     if not postgres.running:
         postgres.start()
     postgres.drop_database(url)
+
+
+@pytest.fixture
+def server_of() -> Iterator[Any]:
+    """Start hostile servers (tests/hostile.py) for one test; all stopped at its end."""
+    servers: list[HostileServer] = []
+
+    def make(*behaviours: Any, **kwargs: Any) -> HostileServer:
+        server = HostileServer(*behaviours, lifetime=kwargs.pop("lifetime", 15.0), **kwargs)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()

@@ -7,7 +7,6 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,20 +20,6 @@ from tether.errors import Code, TetherError
 
 FAST = DialOptions(connect_timeout=2.0, keepalive_interval=0, keepalive_timeout=0)
 
-
-@pytest.fixture
-def server_of() -> Iterator[Any]:
-    servers: list[HostileServer] = []
-
-    def make(*behaviours: Any, **kwargs: Any) -> HostileServer:
-        server = HostileServer(*behaviours, lifetime=kwargs.pop("lifetime", 10.0), **kwargs)
-        server.start()
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from email.utils import formatdate
 from typing import Any
 
@@ -71,22 +70,6 @@ def expect(failure: Any, code: Code, phase: Phase, retryable: bool, exit_code: i
     for name, value in fields.items():
         assert getattr(failure, name) == value, (name, failure)
 
-
-@pytest.fixture
-def server_of() -> Iterator[Any]:
-    servers: list[HostileServer] = []
-
-    def make(*behaviours: Any, **kwargs: Any) -> HostileServer:
-        server = HostileServer(*behaviours, lifetime=kwargs.pop("lifetime", 10.0), **kwargs)
-        server.start()
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.stop()
-    for server in servers:
-        assert not server.errors, server.errors
 
 
 # --- the request ---------------------------------------------------------------------------

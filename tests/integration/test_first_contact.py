@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.fakeclock import Clock
 from tests.hostile import HostileServer, drop, upgrade_then
 from tests.servers import free_port
 from tether.classify import classify_exception, name_does_not_exist
@@ -29,20 +30,6 @@ pytestmark = pytest.mark.timeout(30)
 OPTIONS = DialOptions(connect_timeout=5.0, keepalive_interval=0, keepalive_timeout=0)
 CREDENTIAL = StaticCredential("tth_first-contact-test-token")
 
-
-class Clock:
-    """A fake monotonic clock moved only by the recorded sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, delay: float) -> None:
-        self.sleeps.append(delay)
-        self.now += delay
 
 
 def dial_failure(url: str) -> Failure:

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.fakeclock import Clock
 from tests.hostile import (
-    HostileServer,
     close,
     problem,
     respond,
@@ -48,20 +48,6 @@ class CountingJWT:
         return "CountingJWT(<redacted>)"
 
 
-class Clock:
-    """A fake monotonic clock that only the recorded sleeps move."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, delay: float) -> None:
-        self.sleeps.append(delay)
-        self.now += delay
-
 
 class Recorder(NullReporter):
     def __init__(self) -> None:
@@ -87,20 +73,6 @@ def read_all(conn: Connection, attempt: Attempt) -> list[bytes]:
         out.append(message.data)
     raise AssertionError("too many messages")
 
-
-@pytest.fixture
-def server_of() -> Iterator[Any]:
-    servers: list[HostileServer] = []
-
-    def make(*behaviours: Any) -> HostileServer:
-        server = HostileServer(*behaviours, lifetime=15.0)
-        server.start()
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.stop()
 
 
 def supervise(url: str, credential: Any, clock: Clock, reporter: Any = None,
