@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from bench import sshd, tcp
 from bench.harness import Figure, Results, stop_process
@@ -38,16 +39,39 @@ def direct(remote_port: int) -> Iterator[int]:
     yield remote_port
 
 
+@dataclass(frozen=True)
+class Row:
+    """One forward to measure: its name, how to open it, and what it is compared with."""
+
+    name: str
+    forwarder: Forwarder
+    peer: str | None
+    rate_goal: str = ""
+    rtt_goal: str = ""
+
+
 def measure(results: Results, runs: int, name: str, forwarder: Forwarder, *, size: int,
             count: int, peer: str | None, rate_goal: str = "", rtt_goal: str = "") -> None:
     """Throughput and round trip through ``forwarder``, each in a fresh connection per run."""
-    rate = results.add(Figure(name, "MiB/s", higher_is_better=True,
-                              peer=peer, goal=rate_goal), SECTION_RATE)
-    rtt = results.add(Figure(name, "µs", peer=peer, goal=rtt_goal), SECTION_RTT)
-    with tcp.target("sink") as sink, forwarder(sink) as port:
-        rate.samples = [tcp.throughput(port, size) for _ in range(runs)]
-    with tcp.target("echo") as echo, forwarder(echo) as port:
-        rtt.samples = [tcp.round_trip(port, count) for _ in range(runs)]
+    measure_together(results, runs, [Row(name, forwarder, peer, rate_goal, rtt_goal)],
+                     size=size, count=count)
+
+
+def measure_together(results: Results, runs: int, rows: list[Row], *, size: int,
+                     count: int) -> None:
+    """Several forwards open at once, their samples taken in turn (run 1 of each, then run 2
+    of each...), so that a ratio between them is not a ratio between two moments."""
+    rates = [results.add(Figure(row.name, "MiB/s", higher_is_better=True, peer=row.peer,
+                                goal=row.rate_goal), SECTION_RATE) for row in rows]
+    rtts = [results.add(Figure(row.name, "µs", peer=row.peer, goal=row.rtt_goal), SECTION_RTT)
+            for row in rows]
+    for kind, figures in (("sink", rates), ("echo", rtts)):
+        with tcp.target(kind) as target, contextlib.ExitStack() as stack:
+            ports = [stack.enter_context(row.forwarder(target)) for row in rows]
+            for _ in range(runs):
+                for figure, port in zip(figures, ports, strict=True):
+                    figure.samples.append(tcp.throughput(port, size) if kind == "sink"
+                                          else tcp.round_trip(port, count))
 
 
 def run(results: Results, runs: int, quick: bool = False) -> None:

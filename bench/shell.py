@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from bench import ptydrive, sshd
 from bench.harness import Figure, Results
 
@@ -14,16 +16,39 @@ def base64_command(mib: int) -> str:
     return f"head -c {mib}M /dev/zero | base64"
 
 
+@dataclass(frozen=True)
+class Row:
+    """One remote terminal to measure: its name, the command that opens it, its peer."""
+
+    name: str
+    prefix: list[str]
+    peer: str | None
+    env: dict[str, str] | None = None
+    goal: str = ""
+
+
 def measure(results: Results, runs: int, name: str, prefix: list[str], *, keys: int, mib: int,
             peer: str | None, env: dict[str, str] | None = None) -> None:
     """Echo and throughput of the remote terminal that ``prefix + [command]`` opens."""
-    echo = results.add(Figure(name, "µs", peer=peer, goal="no slower than ssh -tt" if peer else ""),
-                       SECTION_ECHO)
-    rate = results.add(Figure(name, "MiB/s", higher_is_better=True, peer=peer,
-                              goal="at least ssh -tt's" if peer else ""), SECTION_RATE)
-    echo.samples = [ptydrive.keystroke_echo([*prefix, "cat"], keys, env) for _ in range(runs)]
-    rate.samples = [ptydrive.output_rate([*prefix, base64_command(mib)], env)
-                    for _ in range(runs)]
+    measure_together(results, runs, [Row(name, prefix, peer, env)], keys=keys, mib=mib)
+
+
+def measure_together(results: Results, runs: int, rows: list[Row], *, keys: int,
+                     mib: int) -> None:
+    """Several terminals' samples taken in turn (run 1 of each, then run 2 of each...), so
+    that a ratio between them is not a ratio between two moments."""
+    echoes = [results.add(Figure(row.name, "µs", peer=row.peer, goal=row.goal or (
+        "no slower than ssh -tt" if row.peer else "")), SECTION_ECHO) for row in rows]
+    rates = [results.add(Figure(row.name, "MiB/s", higher_is_better=True, peer=row.peer,
+                                goal=row.goal or ("at least ssh -tt's" if row.peer else "")),
+                         SECTION_RATE) for row in rows]
+    for _ in range(runs):
+        for row, echo in zip(rows, echoes, strict=True):
+            echo.samples.append(ptydrive.keystroke_echo([*row.prefix, "cat"], keys, row.env))
+    for _ in range(runs):
+        for row, rate in zip(rows, rates, strict=True):
+            rate.samples.append(ptydrive.output_rate([*row.prefix, base64_command(mib)],
+                                                     row.env))
 
 
 def run(results: Results, runs: int, quick: bool = False) -> None:

@@ -7,7 +7,7 @@ a subprocess and the figures go into bench.forward's sections, so the ratios to
 (``python -m bench --only forward --only tether_forward``). tether speaks
 tether.v2 (resumable) with the reference gateway; the ``v1`` row is the same
 with ``resume = false`` (over ws:// and wss://), so that its ratio is what v2's
-bookkeeping costs.
+bookkeeping costs; v1 and v2 run side by side and their samples alternate.
 """
 
 from __future__ import annotations
@@ -81,17 +81,14 @@ def tether_forward(remote_port: int, *, tls: bool = False, resume: bool = True) 
 
 
 def run(results: Results, runs: int, quick: bool = False) -> None:
-    """tether over ws:// and wss://, compared with ssh -L."""
+    """tether over ws:// and wss://, compared with ssh -L; v1 sampled in turn with v2."""
     size = (16 if quick else 512) << 20
     count = 200 if quick else 2000
-    forward.measure(results, runs, "tether ws://", tether_forward, size=size, count=count,
-                    peer="ssh -L")
-    forward.measure(results, runs, "tether wss://",
-                    lambda port: tether_forward(port, tls=True), size=size, count=count,
-                    peer="ssh -L")
-    forward.measure(results, runs, V1_NAME, lambda port: tether_forward(port, resume=False),
-                    size=size, count=count, peer="tether ws://", rate_goal=V2_GOAL,
-                    rtt_goal=V2_GOAL)
-    forward.measure(results, runs, V1_TLS_NAME,
-                    lambda port: tether_forward(port, tls=True, resume=False), size=size,
-                    count=count, peer="tether wss://", rate_goal=V2_GOAL, rtt_goal=V2_GOAL)
+    for tls, name, v1_name in ((False, "tether ws://", V1_NAME),
+                               (True, "tether wss://", V1_TLS_NAME)):
+        forward.measure_together(results, runs, [
+            forward.Row(name, lambda port, tls=tls: tether_forward(port, tls=tls), "ssh -L"),
+            forward.Row(v1_name, lambda port, tls=tls: tether_forward(port, tls=tls,
+                                                                      resume=False),
+                        name, V2_GOAL, V2_GOAL),
+        ], size=size, count=count)

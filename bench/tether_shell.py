@@ -5,11 +5,13 @@ sshd does for ssh, with one service whose shell is ``/bin/sh``; the figures go
 into bench.shell's sections, so the ratios to ``ssh -tt`` appear when both
 suites run (``python -m bench --only shell --only tether_shell``). tether speaks
 tether.v2 (resumable) with the reference gateway; the ``v1`` row is the same
-with ``resume = false``, so that its ratio is what v2's bookkeeping costs.
+with ``resume = false``, so that its ratio is what v2's bookkeeping costs; v1 and v2
+run side by side and their samples alternate.
 """
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from bench.startup import tether_command
 
 SERVICE = "bench"
 V1_NAME = "tether shell v1 (resume = false)"
+V2_GOAL = "v2 costs under 5%: at most 1.05x"
 _CONFIG = """
 [gateway]
 rate_limit = {{ rate = 100.0, burst = 100 }}
@@ -32,19 +35,19 @@ cwd = "{cwd}"
 
 
 def run(results: Results, runs: int, quick: bool = False) -> None:
-    """``tether shell`` through a local gateway, compared with ssh -tt; and v2 beside v1."""
+    """``tether shell`` through a local gateway, compared with ssh -tt; v1 sampled in turn
+    with v2, each through a gateway of its own."""
     keys, mib = (50, 10) if quick else (300, 200)
-    for name, resume, peer in (("tether shell", True, "ssh -tt"),
-                               (V1_NAME, False, "tether shell")):
-        with tempfile.TemporaryDirectory(prefix="tether-bench-shell-") as tmp:
-            work = Path(tmp) / "work"
+    with contextlib.ExitStack() as stack:
+        rows = []
+        for name, resume, peer, goal in (("tether shell", True, "ssh -tt", ""),
+                                         (V1_NAME, False, "tether shell", V2_GOAL)):
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(
+                prefix="tether-bench-shell-")))
+            work = tmp / "work"
             work.mkdir()
             config = _CONFIG.format(service=SERVICE, cwd=work, resume=str(resume).lower())
-            with running_gateway(Path(tmp), config) as gateway:
-                env = gateway.client_env()
-                prefix = [*tether_command(), "shell", SERVICE, "--", "sh", "-c"]
-                shell.measure(results, runs, name, prefix, keys=keys, mib=mib, peer=peer,
-                              env=env)
-        if not resume:
-            for section in (shell.SECTION_ECHO, shell.SECTION_RATE):
-                results.sections[section][name].goal = "v2 costs under 5%: at most 1.05x"
+            gateway = stack.enter_context(running_gateway(tmp, config))
+            rows.append(shell.Row(name, [*tether_command(), "shell", SERVICE, "--", "sh", "-c"],
+                                  peer, gateway.client_env(), goal))
+        shell.measure_together(results, runs, rows, keys=keys, mib=mib)

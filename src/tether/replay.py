@@ -69,14 +69,14 @@ class ReplayBuffer:
         ``offset`` is before ``start`` (see :meth:`missing`) or past ``end``."""
         if offset < self.start or offset > self.end:
             raise ValueError(f"offset {offset} is outside {self.start}..{self.end}")
-        skip = offset - self.start
+        want = self.end - offset  # walked from the newest piece: a sender is usually near end
         out: list[tuple[int, bytes]] = []
-        for tag, data in self._chunks:
-            if skip >= len(data):
-                skip -= len(data)
-                continue
-            out.append((tag, data[skip:] if skip else data))
-            skip = 0
+        for tag, data in reversed(self._chunks):
+            if want <= 0:
+                break
+            out.append((tag, data[len(data) - want:] if want < len(data) else data))
+            want -= len(data)
+        out.reverse()
         return out
 
     def missing(self, offset: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 from tests.gateway_client import collect, dial
@@ -133,3 +134,20 @@ def test_client_leaving_kills_the_process(gateway: RunningGateway, deployer_toke
             break
         time.sleep(0.05)
     assert gateway.session_count == 0
+
+
+def test_stdin_beyond_the_pipe_waits_for_a_late_reader(gateway: RunningGateway,
+                                                       deployer_token: str) -> None:
+    """A process that reads its stdin late: the gateway's writes wait (and it stops
+    reading the client) instead of dropping; every byte arrives, in order."""
+    ws = dial(gateway.url, "/v1/shell", deployer_token, service="api", tty=0,
+              command=["sh", "-c", "sleep 1; cksum"])
+    ws.recv(timeout=5)
+    payload = bytes(range(256)) * 8192  # 2 MiB: far beyond a pipe's 64 KiB
+    for start in range(0, len(payload), 65536):
+        ws.send(b"\x00" + payload[start:start + 65536])
+    ws.send(json.dumps({"type": "eof"}))
+    closed = collect(ws, timeout=30)
+    expected = subprocess.run(["cksum"], input=payload, capture_output=True, check=True).stdout
+    assert closed.binary[1:] == expected
+    assert json.loads(closed.text[-1])["code"] == 0

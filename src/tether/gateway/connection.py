@@ -5,13 +5,23 @@ the token endpoints take form-encoded POSTs. Until the request head is
 complete this connection holds back the bytes; it then takes the body off
 (``http_body``), drops ``Content-Length`` from the head, and hands the rest to
 websockets as usual, so ``process_request`` can answer the POST.
+
+It also carries the data path of shell and port-forward sessions below
+websockets' asyncio API (bench/analysis.md): :meth:`divert` hands every data
+frame to a callback from the read callback itself, in order, and
+:meth:`send_now` writes a whole message from any callback, so a byte crosses
+the gateway without waking a task. websockets' sans-I/O protocol object does
+the framing either way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
+from websockets.frames import DATA_OPCODES, Frame
+from websockets.protocol import State
 
 MAX_HEAD = 16 * 1024
 MAX_BODY = 64 * 1024
@@ -29,6 +39,72 @@ class GatewayConnection(ServerConnection):
         self._head: bytearray | None = bytearray()
         self._body_left = 0
         self._rest_head = b""
+        self._sink: Callable[[Frame], None] | None = None
+        self.on_writable: Callable[[], None] | None = None  # the write buffer drained
+
+    # --- the data path ------------------------------------------------------------------
+
+    def divert(self, sink: Callable[[Frame], None] | None) -> None:
+        """From now on hand every data frame to ``sink`` as it is parsed, frames already
+        queued for ``recv()`` first; None gives the frames back to ``recv()``."""
+        self._sink = sink
+        if sink is None:
+            return
+        queued = self.recv_messages.frames.queue  # websockets 17's Assembler (pinned)
+        while queued and self._sink is sink:
+            sink(queued.popleft())
+        self.recv_messages.maybe_resume()
+
+    def process_event(self, event: Any) -> None:
+        sink = self._sink
+        if sink is not None and isinstance(event, Frame) and event.opcode in DATA_OPCODES:
+            sink(event)
+        else:
+            super().process_event(event)
+
+    @property
+    def writable(self) -> bool:
+        """Whether the write buffer is below its high-water mark."""
+        return not self.paused
+
+    @property
+    def open(self) -> bool:
+        """Whether messages may still be sent."""
+        return self.protocol.state is State.OPEN
+
+    def send_now(self, message: bytes | str) -> bool:
+        """Send one whole message from a callback, without waiting; False when the connection
+        is no longer open (or the write failed: the connection is then aborted)."""
+        if self.protocol.state is not State.OPEN:
+            return False
+        if isinstance(message, str):
+            self.protocol.send_text(message.encode())
+        else:
+            self.protocol.send_binary(message)
+        try:
+            self.send_data()
+        except Exception as exc:  # as send_context does: any failure ends the connection
+            self.set_connection_exc(exc)
+            self.transport.abort()
+            return False
+        return True
+
+    def pause_reading(self) -> None:
+        """Stop reading from the client (its frames wait in the network)."""
+        if not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read from the client again."""
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.on_writable is not None:
+            self.on_writable()
+
+    # --- HTTP bodies ----------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
         """Hold bytes back until the request head (and any body) has arrived."""

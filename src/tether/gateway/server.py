@@ -411,19 +411,21 @@ class Gateway:
 
     async def _endpoint(self, ws: ServerConnection, ctx: SessionContext) -> None:
         service = ctx.service
+        assert isinstance(ws, GatewayConnection)
         if ctx.resume or ws.subprotocol == SUBPROTOCOL_V2:
             await self.resumable.serve(ws, ctx)
         elif ctx.shell is not None:
             request = ctx.shell
             await serve_shell(ws, service, ctx.instance or service.name, request.argv,
-                              tty=request.tty, cols=request.cols, rows=request.rows)
+                              tty=request.tty, cols=request.cols, rows=request.rows,
+                              request_id=ctx.request_id, close_timeout=self.config.close_timeout)
         elif ctx.logs is not None:
             budget = self.faults.take_close_after()
             await serve_logs(ws, self.logs, ctx.logs, budget,
                              (self.faults.close_code, self.faults.close_reason))
         elif ctx.port is not None:
             await serve_forward(ws, service.name, service.host, ctx.port,
-                                request_id=ctx.request_id)
+                                request_id=ctx.request_id, close_timeout=self.config.close_timeout)
 
     async def _guard(self, ws: ServerConnection, ctx: SessionContext) -> None:
         """Close the session when its credential expires, is revoked, or loses its role.

@@ -4,9 +4,8 @@ and what a resumable (tether.v2) session runs: a :class:`Backend` that ends in a
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -76,19 +75,35 @@ class Ending:
     needs_client_eof: bool = False  # close only once the client's eof came too (port-forward)
 
 
-#: Reads at most the given number of bytes; b"" at the end of the stream.
-Reader = Callable[[int], Awaitable[bytes]]
+class Output(Protocol):
+    """Where a backend puts what it reads (a :class:`~tether.gateway.stream.Session`)."""
+
+    def data(self, tag: int, data: bytes) -> None:
+        """``data`` read from the stream ``tag``; called from the event loop's callbacks."""
+        ...
 
 
 class Backend(Protocol):
-    """What a resumable session runs: a shell's process, or a forwarded TCP connection."""
+    """What a shell or port-forward session runs: a process, or a TCP connection.
+
+    It reads in the event loop's callbacks and hands each piece to its
+    :class:`Output` at once; ``pause_output`` stops that until ``resume_output``.
+    """
 
     #: True: while detached, keep reading and let the oldest unacknowledged bytes go
     #: (counted); False: stop reading when the replay buffer is full.
     evicts_when_detached: bool
 
-    def outputs(self) -> Sequence[tuple[int, Reader]]:
-        """The streams to the client, each with the tag that frames its bytes."""
+    def start(self, output: Output) -> None:
+        """Begin reading into ``output``."""
+        ...
+
+    def pause_output(self) -> None:
+        """Stop reading (the client is behind)."""
+        ...
+
+    def resume_output(self) -> None:
+        """Read again."""
         ...
 
     def frame(self, tag: int, data: bytes) -> bytes:
@@ -99,21 +114,22 @@ class Backend(Protocol):
         """The data of a client's binary frame; raises ProtocolViolation."""
         ...
 
-    async def write(self, data: bytes) -> None:
-        """Client data in; raises OSError when the backend broke."""
+    def write(self, data: bytes) -> Awaitable[None] | None:
+        """Client data in: None when taken whole now, else what finishes the write.
+        Raises OSError (now or from the awaitable) when the backend broke."""
         ...
 
-    async def eof(self) -> None:
-        """The client finished writing."""
+    def eof(self) -> Awaitable[None] | None:
+        """The client finished writing (as :meth:`write`)."""
         ...
 
     def resize(self, cols: int, rows: int) -> bool:
         """Apply a terminal size; False when this backend takes no resize."""
         ...
 
-    async def finished(self, pumps: Sequence[asyncio.Task[None]], progress: Callable[[], int],
-                       busy: Callable[[], bool]) -> Ending:
-        """Wait until the backend is done and its output is read; how the session ends."""
+    async def finished(self, progress: Callable[[], int], busy: Callable[[], bool]) -> Ending:
+        """Wait until the backend is done and its output is read; how the session ends.
+        ``progress`` counts the bytes read so far, ``busy`` says output waits for room."""
         ...
 
     def broken(self) -> Ending:

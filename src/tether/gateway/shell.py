@@ -3,11 +3,11 @@
 With a tty the process becomes a session leader with the terminal as its
 controlling tty (a short ``python -c`` prelude calls ``login_tty`` and execs
 the command: ``fork`` in a threaded gateway is not safe for anything more).
-Output is read in 64 KiB pieces, and the next read waits until the previous
-frame is handed to the socket, so a slow client slows the process, not the
-gateway's memory. With ``tether.v2`` the same :class:`ShellProcess` is the
-:class:`ShellBackend` of a resumable session (``resumable.py``), which reads
-it into a bounded replay buffer instead.
+Output is read in the event loop's callbacks (a reader on the pty, a
+subprocess protocol on pipes) straight into the session's data path
+(``stream.py``), which stops reading while the client is behind, so a slow
+client slows the process, not the gateway's memory. :class:`ShellBackend`
+serves tether.v1 and tether.v2 sessions alike.
 
 The environment of the process is small on purpose: PATH, HOME, USER, LANG,
 TERM, the service's ``env``, and TETHER_SERVICE / TETHER_INSTANCE.
@@ -23,22 +23,23 @@ import logging
 import os
 import signal
 import struct
+import subprocess
 import sys
 import termios
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
+from typing import cast
 
 from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
 
 from tether.gateway.config import ServiceConfig
-from tether.gateway.session import Ending, close_with, decode_or_close
+from tether.gateway.connection import GatewayConnection
+from tether.gateway.session import Ending, Output, close_with
+from tether.gateway.stream import serve_stream
 from tether.protocol import (
     CloseCode,
-    Eof,
     Exit,
     ProtocolViolation,
-    Resize,
     SessionStarted,
     Stream,
     decode_shell_frame,
@@ -80,11 +81,6 @@ def exit_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 def _read_now(fd: int, size: int) -> bytes | None:
     """At most ``size`` bytes ready on a non-blocking fd; None when none are; b"" at the end
     (EIO on a pty is the end)."""
@@ -98,60 +94,29 @@ def _read_now(fd: int, size: int) -> bytes | None:
         raise
 
 
-class FdReader:
-    """Reads a non-blocking fd (a pty's master) in the event loop.
-
-    The fd stays registered with the loop while reads wait for it, so a quiet
-    terminal costs no registration per keystroke; it is unregistered while
-    the output waits for the socket, so a slow client slows the process.
-    """
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self._loop = asyncio.get_running_loop()
-        self._waiter: asyncio.Future[None] | None = None
-        self._watching = False
-
-    def _readable(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-        else:  # no read is waiting: stop watching until one does
-            self._unwatch()
-
-    def _unwatch(self) -> None:
-        if self._watching:
-            self._loop.remove_reader(self.fd)
-            self._watching = False
-
-    async def read(self, size: int) -> bytes:
-        """Wait for bytes, then take all that are ready, up to ``size``; b"" at the end.
-
-        A pty gives at most a few KiB per read: after a full piece, reading on
-        while more is ready makes fewer, larger frames without waiting for
-        anything (a keystroke's echo goes out at once).
-        """
-        while (data := _read_now(self.fd, size)) is None:
-            if not self._watching:
-                self._loop.add_reader(self.fd, self._readable)
-                self._watching = True
-            self._waiter = self._loop.create_future()
-            await self._waiter
-        chunks = [data]
-        total = len(data)
-        while len(data) >= COALESCE and total < size and (data := _read_now(self.fd, size - total)):
-            chunks.append(data)
-            total += len(data)
-        return b"".join(chunks) if len(chunks) > 1 else chunks[0]
-
-    def close(self) -> None:
-        """Stop watching the fd (before it is closed)."""
-        self._unwatch()
+def _read_ready(fd: int, size: int) -> bytes | None:
+    """Take all that is ready, up to ``size`` (None: nothing; b"": the end). A pty gives at
+    most a few KiB per read: after a full piece, reading on while more is ready makes fewer,
+    larger frames without waiting for anything (a keystroke's echo goes out at once)."""
+    data = _read_now(fd, size)
+    if not data:
+        return data
+    chunks = [data]
+    total = len(data)
+    while len(data) >= COALESCE and total < size and (data := _read_now(fd, size - total)):
+        chunks.append(data)
+        total += len(data)
+    return b"".join(chunks) if len(chunks) > 1 else chunks[0]
 
 
-async def write_fd(fd: int, data: bytes) -> None:
-    """Write all of ``data`` to a non-blocking fd, waiting while it is full."""
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def write_fd(fd: int, view: memoryview) -> None:
+    """Write all of ``view`` to a non-blocking fd, waiting while it is full."""
     loop = asyncio.get_running_loop()
-    view = memoryview(data)
     while view:
         try:
             view = view[os.write(fd, view):]
@@ -203,8 +168,32 @@ def set_window(fd: int, cols: int, rows: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
+class _Process(asyncio.SubprocessProtocol):
+    """The process's callbacks: its pipes' output, their ends, its exit, stdin's flow."""
+
+    def __init__(self, shell: ShellProcess) -> None:
+        self.shell = shell
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        assert isinstance(data, bytes)
+        self.shell.deliver(Stream.STDERR if fd == 2 else Stream.STDOUT, data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd in (1, 2):
+            self.shell.ended(Stream.STDERR if fd == 2 else Stream.STDOUT)
+
+    def process_exited(self) -> None:
+        self.shell.exited()
+
+    def pause_writing(self) -> None:
+        self.shell.stdin_full(True)
+
+    def resume_writing(self) -> None:
+        self.shell.stdin_full(False)
+
+
 class ShellProcess:
-    """One process, on a pty or on pipes: started, fed, resized, waited for and reaped."""
+    """One process, on a pty or on pipes: started, fed, read, resized, waited for, reaped."""
 
     def __init__(self, service: ServiceConfig, instance: str, argv: list[str], *, tty: bool,
                  cols: int, rows: int) -> None:
@@ -213,195 +202,235 @@ class ShellProcess:
         self.argv = argv
         self.tty = tty
         self.cols, self.rows = cols, rows
-        self.process: asyncio.subprocess.Process | None = None
+        self.transport: asyncio.SubprocessTransport | None = None
         self.master: int | None = None
-        self.output: FdReader | None = None
+        self._output: Output | None = None
+        self._early: list[tuple[int, bytes]] = []  # read before the session started
+        self._loop = asyncio.get_running_loop()
+        self._status: asyncio.Future[int] = self._loop.create_future()
+        self._open: dict[Stream, asyncio.Future[None]] = {}  # output streams not yet ended
+        self._reading = False  # the pty's reader is registered
+        self._paused = False
+        self._stdin_room: asyncio.Future[None] | None = None
 
     async def spawn(self) -> None:
         """Start the process; raises OSError when it cannot start."""
         env = process_env(self.service, self.instance, tty=self.tty)
         cwd = self.service.cwd
         if not self.tty:
-            self.process = await asyncio.create_subprocess_exec(
-                *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, cwd=cwd, env=env, start_new_session=True,
-                limit=READ_SIZE)
+            self._open = {stream: self._loop.create_future()
+                          for stream in (Stream.STDOUT, Stream.STDERR)}
+            self.transport, _ = await self._loop.subprocess_exec(
+                lambda: _Process(self), *self.argv, stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=env,
+                start_new_session=True)
             return
         master, slave = os.openpty()
         try:
             set_window(master, self.cols, self.rows)
             os.set_blocking(master, False)
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-I", "-S", "-c", _LOGIN_TTY, *self.argv,
-                stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env)
+            self.transport, _ = await self._loop.subprocess_exec(
+                lambda: _Process(self), sys.executable, "-I", "-S", "-c", _LOGIN_TTY,
+                *self.argv, stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env)
         except BaseException:
             os.close(master)
             raise
         finally:
             os.close(slave)
         self.master = master
+        self._open = {Stream.STDOUT: self._loop.create_future()}
 
-    def outputs(self) -> list[tuple[Stream, Callable[[int], Awaitable[bytes]]]]:
-        """The process's output streams, each with a read(at most) callable."""
-        proc = self.process
-        assert proc is not None
+    @property
+    def pid(self) -> int | None:
+        """The process id, once started."""
+        return None if self.transport is None else self.transport.get_pid()
+
+    # --- output -----------------------------------------------------------------------------
+
+    def start(self, output: Output) -> None:
+        """Hand output to ``output`` from now on (what came before first)."""
+        self._output = output
+        early, self._early = self._early, []
+        for tag, data in early:
+            output.data(tag, data)
+        self.resume_output()
+
+    def deliver(self, stream: Stream, data: bytes) -> None:
+        """Output read by a callback."""
+        if self._output is None:
+            self._early.append((int(stream), data))
+        else:
+            self._output.data(int(stream), data)
+
+    def ended(self, stream: Stream) -> None:
+        """An output stream reached its end."""
+        future = self._open.get(stream)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def exited(self) -> None:
+        """The process exited (its output may still be on its way)."""
+        transport = self.transport
+        code = transport.get_returncode() if transport is not None else None
+        if not self._status.done():
+            self._status.set_result(exit_status(code if code is not None else 0))
+
+    def _readable(self) -> None:
+        master = self.master
+        if master is None:
+            return
+        try:
+            data = _read_ready(master, READ_SIZE)
+        except OSError:
+            data = b""
+        if data is None:
+            return
+        if not data:
+            self._unwatch()
+            self.ended(Stream.STDOUT)
+            return
+        self.deliver(Stream.STDOUT, data)
+
+    def _unwatch(self) -> None:
+        if self._reading and self.master is not None:
+            self._loop.remove_reader(self.master)
+        self._reading = False
+
+    def pause_output(self) -> None:
+        """Stop reading (the process blocks once its pipe or pty is full)."""
+        self._paused = True
         if self.master is not None:
-            self.output = self.output or FdReader(self.master)
-            return [(Stream.STDOUT, self.output.read)]
-        assert proc.stdout is not None and proc.stderr is not None
-        return [(Stream.STDOUT, proc.stdout.read), (Stream.STDERR, proc.stderr.read)]
+            self._unwatch()
+        else:
+            self._pipes("pause_reading")
+
+    def resume_output(self) -> None:
+        """Read again."""
+        self._paused = False
+        if self.master is not None:
+            done = self._open[Stream.STDOUT].done()
+            if not self._reading and not done:
+                self._loop.add_reader(self.master, self._readable)
+                self._reading = True
+        else:
+            self._pipes("resume_reading")
+
+    def _pipes(self, action: str) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        for fd in (1, 2):
+            pipe = transport.get_pipe_transport(fd)
+            if pipe is not None and not pipe.is_closing():
+                getattr(pipe, action)()
+
+    async def drained(self, progress: Callable[[], int], busy: Callable[[], bool]) -> None:
+        """After the process exited: wait for the output still on its way, while it keeps
+        coming (``progress`` changes) or waits for room (``busy``)."""
+        open_streams = [future for future in self._open.values() if not future.done()]
+        for _ in range(10_000):
+            if not open_streams:
+                return
+            before = progress()
+            _, pending = await asyncio.wait(open_streams, timeout=DRAIN_IDLE)
+            open_streams = list(pending)
+            if pending and progress() == before and not busy():
+                return
 
     async def wait(self) -> int:
         """The exit status, once the process has exited."""
-        assert self.process is not None
-        return exit_status(await self.process.wait())
+        return await asyncio.shield(self._status)
 
-    async def write(self, data: bytes) -> None:
-        """Stdin; a process that stopped reading loses it quietly, as on a terminal."""
-        proc = self.process
-        assert proc is not None
-        with contextlib.suppress(OSError, ConnectionError):
-            if self.master is not None:
-                await write_fd(self.master, data)
-            elif proc.stdin is not None and not proc.stdin.is_closing():
-                proc.stdin.write(data)
-                await proc.stdin.drain()
+    # --- input ------------------------------------------------------------------------------
 
-    async def eof(self) -> None:
+    def stdin_full(self, full: bool) -> None:
+        """The stdin pipe's buffer is over (or back under) its limit."""
+        if full and self._stdin_room is None:
+            self._stdin_room = self._loop.create_future()
+        elif not full and self._stdin_room is not None:
+            room, self._stdin_room = self._stdin_room, None
+            if not room.done():
+                room.set_result(None)
+
+    def write(self, data: bytes) -> Awaitable[None] | None:
+        """Stdin; a process that stopped reading loses it quietly, as on a terminal.
+        None when written whole now."""
+        if self.master is not None:
+            try:
+                written = os.write(self.master, data)
+            except BlockingIOError:
+                written = 0
+            except OSError:
+                return None
+            if written == len(data):
+                return None
+            return self._write_rest(self.master, memoryview(data)[written:])
+        pipe = self._stdin()
+        if pipe is None:
+            return None
+        pipe.write(data)
+        return None if self._stdin_room is None else self._stdin_room
+
+    async def _write_rest(self, fd: int, rest: memoryview) -> None:
+        with contextlib.suppress(OSError):
+            await write_fd(fd, rest)
+
+    def _stdin(self) -> asyncio.WriteTransport | None:
+        transport = self.transport
+        pipe = None if transport is None else transport.get_pipe_transport(0)
+        if pipe is None or pipe.is_closing():
+            return None
+        return cast(asyncio.WriteTransport, pipe)
+
+    def eof(self) -> Awaitable[None] | None:
         """End of stdin: the terminal's EOF character with a tty, else close the pipe."""
-        proc = self.process
-        assert proc is not None
         if self.master is not None:
             try:
                 eof_char = termios.tcgetattr(self.master)[6][termios.VEOF]
             except termios.error:
                 eof_char = b"\x04"
-            await self.write(eof_char if isinstance(eof_char, bytes) else bytes([eof_char]))
-        elif proc.stdin is not None:
-            proc.stdin.close()
+            return self.write(eof_char if isinstance(eof_char, bytes) else bytes([eof_char]))
+        pipe = self._stdin()
+        if pipe is not None:
+            pipe.close()
+        return None
 
     def resize(self, cols: int, rows: int) -> None:
         """The terminal's new size, and SIGWINCH to its process group (no-op on pipes)."""
         if self.master is not None:
             set_window(self.master, cols, rows)
-            self._signal(signal.SIGWINCH)
-
-    def _signal(self, signum: int) -> None:
-        proc = self.process
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signum)
+            if not self._status.done():
+                self._signal_group(signal.SIGWINCH)
 
     async def cleanup(self) -> None:
         """Hang up the process group (as a closing terminal would); kill it if it stays."""
-        proc = self.process
-        if self.output is not None:
-            self.output.close()
         if self.master is not None:
+            self._unwatch()
             with contextlib.suppress(OSError):
                 os.close(self.master)
             self.master = None
-        if proc is None:
+        transport = self.transport
+        if transport is None:
             return
-        if proc.stdin is not None:
-            proc.stdin.close()
+        pipe = self._stdin()
+        if pipe is not None:
+            pipe.close()
         for signum in (signal.SIGHUP, signal.SIGCONT):
             self._signal_group(signum)
         try:
-            await asyncio.wait_for(asyncio.shield(proc.wait()), 1.0)
+            await asyncio.wait_for(self.wait(), 1.0)
         except TimeoutError:
             self._signal_group(signal.SIGKILL)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(proc.wait()), 1.0)
-        await end_session_members(proc.pid)
+                await asyncio.wait_for(self.wait(), 1.0)
+        await end_session_members(transport.get_pid())
+        transport.close()
 
     def _signal_group(self, signum: int) -> None:
-        proc = self.process
-        if proc is not None:
+        pid = self.pid
+        if pid is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signum)
-
-
-async def drain(pumps: Sequence[asyncio.Task[None]], progress: Callable[[], int],
-                busy: Callable[[], bool] = lambda: False) -> None:
-    """After the process exited: wait for the output still on its way, while it keeps coming
-    (``progress`` changes) or a pump waits for room to put it (``busy``)."""
-    if not pumps:
-        return
-    for _ in range(10_000):
-        before = progress()
-        _, pending = await asyncio.wait(pumps, timeout=DRAIN_IDLE)
-        if not pending or (progress() == before and not busy()):
-            return
-
-
-class ShellSession:
-    """tether.v1: one process and the pumps between it and the WebSocket."""
-
-    def __init__(self, ws: ServerConnection, process: ShellProcess) -> None:
-        self.ws = ws
-        self.shell = process
-        self.progress = 0  # bytes sent so far, to tell a busy drain from an idle one
-
-    async def run(self) -> None:
-        """Bridge until the process exits (exit message, close 1000) or the client goes."""
-        shell = self.shell
-        await self.ws.send(encode_control(SessionStarted(uuid.uuid4().hex, shell.instance)))
-        pumps = [asyncio.create_task(self._pump(read, stream))
-                 for stream, read in shell.outputs()]
-        inbound = asyncio.create_task(self._input())
-        waiter = asyncio.create_task(shell.wait())
-        try:
-            await asyncio.wait({waiter, inbound}, return_when=asyncio.FIRST_COMPLETED)
-            if not waiter.done():
-                return  # the client went away or broke the protocol: finally kills the process
-            await drain(pumps, lambda: self.progress)
-            await self.ws.send(encode_control(Exit(waiter.result())))
-            await self.ws.close(CloseCode.NORMAL, "")
-        except ConnectionClosed:
-            pass
-        finally:
-            for task in (*pumps, inbound, waiter):
-                task.cancel()
-            for task in (*pumps, inbound):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            await shell.cleanup()
-
-    async def _pump(self, read: Callable[[int], Awaitable[bytes]], stream: Stream) -> None:
-        while True:
-            data = await read(READ_SIZE)
-            if not data:
-                return
-            await self.ws.send(encode_shell_frame(stream, data))
-            self.progress += len(data)
-
-    async def _input(self) -> None:
-        """Client to process: stdin frames, resize and eof; returns when the client is gone."""
-        with contextlib.suppress(ConnectionClosed):
-            async for message in self.ws:
-                if isinstance(message, str):
-                    control = await decode_or_close(self.ws, message)
-                    if control is None or not await self._control(control):
-                        return
-                    continue
-                try:
-                    data = stdin_payload(message)
-                except ProtocolViolation as exc:
-                    await close_with(self.ws, CloseCode.PROTOCOL_ERROR, "protocol-error", str(exc))
-                    return
-                await self.shell.write(data)
-
-    async def _control(self, control: object) -> bool:
-        if isinstance(control, Resize):
-            self.shell.resize(control.cols, control.rows)
-            return True
-        if isinstance(control, Eof):
-            await self.shell.eof()
-            return True
-        await close_with(self.ws, CloseCode.UNSUPPORTED_DATA, "protocol-error",
-                         f"{type(control).__name__} is not a message a client sends")
-        return False
+                os.killpg(pid, signum)
 
 
 def stdin_payload(frame: bytes) -> bytes:
@@ -413,15 +442,21 @@ def stdin_payload(frame: bytes) -> bytes:
 
 
 class ShellBackend:
-    """tether.v2: a shell process as the backend of a resumable session."""
+    """A shell process as the backend of a session (tether.v1 or tether.v2)."""
 
     evicts_when_detached = True  # the process keeps running while detached
 
     def __init__(self, process: ShellProcess) -> None:
         self.shell = process
 
-    def outputs(self) -> list[tuple[int, Callable[[int], Awaitable[bytes]]]]:
-        return [(int(stream), read) for stream, read in self.shell.outputs()]
+    def start(self, output: Output) -> None:
+        self.shell.start(output)
+
+    def pause_output(self) -> None:
+        self.shell.pause_output()
+
+    def resume_output(self) -> None:
+        self.shell.resume_output()
 
     def frame(self, tag: int, data: bytes) -> bytes:
         return encode_shell_frame(Stream(tag), data)
@@ -429,20 +464,19 @@ class ShellBackend:
     def payload(self, frame: bytes) -> bytes:
         return stdin_payload(frame)
 
-    async def write(self, data: bytes) -> None:
-        await self.shell.write(data)
+    def write(self, data: bytes) -> Awaitable[None] | None:
+        return self.shell.write(data)
 
-    async def eof(self) -> None:
-        await self.shell.eof()
+    def eof(self) -> Awaitable[None] | None:
+        return self.shell.eof()
 
     def resize(self, cols: int, rows: int) -> bool:
         self.shell.resize(cols, rows)
         return True
 
-    async def finished(self, pumps: Sequence[asyncio.Task[None]], progress: Callable[[], int],
-                       busy: Callable[[], bool]) -> Ending:
+    async def finished(self, progress: Callable[[], int], busy: Callable[[], bool]) -> Ending:
         status = await self.shell.wait()
-        await drain(pumps, progress, busy)
+        await self.shell.drained(progress, busy)
         return Ending(Exit(status))
 
     def broken(self) -> Ending:
@@ -479,9 +513,12 @@ async def start_shell(ws: ServerConnection, process: ShellProcess) -> bool:
         return False
 
 
-async def serve_shell(ws: ServerConnection, service: ServiceConfig, instance: str,
-                      argv: list[str], *, tty: bool, cols: int, rows: int) -> None:
+async def serve_shell(ws: GatewayConnection, service: ServiceConfig, instance: str,
+                      argv: list[str], *, tty: bool, cols: int, rows: int,
+                      request_id: str, close_timeout: float) -> None:
     """Serve one tether.v1 ``/v1/shell`` session."""
     process = ShellProcess(service, instance, argv, tty=tty, cols=cols, rows=rows)
     if await start_shell(ws, process):
-        await ShellSession(ws, process).run()
+        await serve_stream(ws, ShellBackend(process),
+                           first=SessionStarted(uuid.uuid4().hex, instance),
+                           request_id=request_id, endpoint="shell", close_timeout=close_timeout)
