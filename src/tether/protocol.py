@@ -133,7 +133,7 @@ class Stream(enum.IntEnum):
     STDERR = 2
 
 
-def encode_shell_frame(stream: Stream, data: bytes) -> bytes:
+def encode_shell_frame(stream: Stream, data: bytes | memoryview) -> bytes:
     """``[stream byte][payload]``."""
     return bytes((stream,)) + data
 

@@ -9,14 +9,15 @@ one direction's data since the session began (docs/protocol.md).
 
 from __future__ import annotations
 
+import mmap
 from collections import deque
 
 from tether.protocol import ACK_BYTES, DEFAULT_REPLAY_BUFFER
 
 #: An acknowledgement due by size waits until this many seconds after the previous one
-#: (docs/protocol.md 5.4): a bulk stream is acknowledged about once a millisecond,
+#: (docs/protocol.md 5.4): a bulk stream is acknowledged about 250 times a second,
 #: not once a message.
-ACK_GAP = 0.001
+ACK_GAP = 0.004
 
 
 class ReplayBuffer:
@@ -37,7 +38,7 @@ class ReplayBuffer:
         self.limit = limit
         self.start = start  # the offset of the oldest byte held
         self.end = start  # the offset after the newest byte: every byte ever appended
-        self._chunks: deque[tuple[int, bytes]] = deque()
+        self._chunks: deque[tuple[int, bytes | memoryview]] = deque()
 
     @property
     def size(self) -> int:
@@ -49,11 +50,13 @@ class ReplayBuffer:
         """Bytes that may be appended before the limit."""
         return max(0, self.limit - self.size)
 
-    def append(self, data: bytes, tag: int = 0, *, evict: bool = False) -> int:
+    def append(self, data: bytes | memoryview, tag: int = 0, *, evict: bool = False) -> int:
         """Add ``data``; with ``evict``, drop the oldest bytes beyond the limit and return how
-        many went."""
+        many went. A memoryview is kept as it is (a view of a :class:`Ring`), not copied: its
+        memory must not change until the bytes are acknowledged."""
         if data:
-            self._chunks.append((tag, bytes(data)))
+            self._chunks.append((tag, data if isinstance(data, bytes | memoryview)
+                                 else bytes(data)))
             self.end += len(data)
         return self._drop(self.size - self.limit) if evict else 0
 
@@ -64,13 +67,13 @@ class ReplayBuffer:
             raise ValueError(f"offset {offset} is past the {self.end} bytes sent")
         return self._drop(offset - self.start)
 
-    def since(self, offset: int) -> list[tuple[int, bytes]]:
+    def since(self, offset: int) -> list[tuple[int, bytes | memoryview]]:
         """``(tag, bytes)`` pieces from ``offset`` to ``end``, in order. Raises ValueError when
         ``offset`` is before ``start`` (see :meth:`missing`) or past ``end``."""
         if offset < self.start or offset > self.end:
             raise ValueError(f"offset {offset} is outside {self.start}..{self.end}")
         want = self.end - offset  # walked from the newest piece: a sender is usually near end
-        out: list[tuple[int, bytes]] = []
+        out: list[tuple[int, bytes | memoryview]] = []
         for tag, data in reversed(self._chunks):
             if want <= 0:
                 break
@@ -96,6 +99,30 @@ class ReplayBuffer:
                 dropped += take
         self.start += dropped
         return dropped
+
+
+class Ring:
+    """Memory for a :class:`ReplayBuffer` whose bytes are read in place (``recv_into``).
+
+    A sender that keeps every byte until it is acknowledged allocates a new
+    piece per read and frees it an ack later; the allocator then keeps
+    handing back fresh pages (a page fault each 4 KiB). Reading into one
+    buffer of the replay limit, laid out by offset (the byte at offset ``n``
+    lives at ``n % limit``), allocates nothing per read; the replay buffer
+    keeps views of it. The memory is an anonymous mapping of the limit's size:
+    the kernel gives each page when it is first used (nothing is zeroed up front).
+    """
+
+    def __init__(self, buffer: ReplayBuffer) -> None:
+        self._buffer = buffer
+        self._memory = memoryview(mmap.mmap(-1, buffer.limit))
+
+    def space(self, want: int) -> memoryview:
+        """Where the next ``want`` bytes at most may be read: no unacknowledged byte lives
+        there (the buffer's room bounds it, and the end of the memory). Empty without room."""
+        buffer = self._buffer
+        at = buffer.end % buffer.limit
+        return self._memory[at:at + min(want, buffer.room, buffer.limit - at)]
 
 
 class AckCounter:

@@ -37,7 +37,7 @@ from tether.protocol import (
     parse_close_reason,
     resume_lost_reason,
 )
-from tether.replay import AckCounter, ReplayBuffer
+from tether.replay import AckCounter, ReplayBuffer, Ring
 
 offsets = st.integers(min_value=0, max_value=MAX_OFFSET)
 ids = st.text(min_size=1, max_size=256)
@@ -255,6 +255,51 @@ def test_replay_buffer_matches_a_plain_model(limit: int, ops: list[tuple[object,
         assert b"".join(d for _, d in pieces) == bytes(stream[offset:])
         assert [t for t, d in pieces for _ in d] == tags[offset:]
         assert all(data for _, data in pieces)
+
+
+ring_operations = st.lists(st.one_of(
+    st.tuples(st.just("read"), st.binary(min_size=1, max_size=40)),
+    st.tuples(st.just("ack"), st.integers(0, 60)),
+), max_size=80)
+
+
+@given(st.integers(1, 64), ring_operations)
+def test_reads_into_a_ring_never_overwrite_unacknowledged_bytes(
+        limit: int, ops: list[tuple[object, ...]]) -> None:
+    """Bytes read in place (as ``recv_into`` does) stay what was read until acknowledged,
+    through every wrap of the ring's memory."""
+    buffer = ReplayBuffer(limit)
+    ring = Ring(buffer)
+    stream = bytearray()
+    for op in ops:
+        if op[0] == "read":
+            data = op[1]
+            assert isinstance(data, bytes)
+            space = ring.space(len(data))
+            assert len(space) == min(len(data), buffer.room, limit - buffer.end % limit)
+            space[:] = data[:len(space)]
+            buffer.append(space)
+            stream += data[:len(space)]
+        else:
+            assert isinstance(op[1], int)
+            buffer.ack(buffer.start + min(op[1], buffer.size))
+        assert b"".join(bytes(d) for _, d in buffer.since(buffer.start)) == \
+            bytes(stream[buffer.start:])
+
+
+def test_a_ring_gives_room_up_to_the_end_of_its_memory() -> None:
+    buffer = ReplayBuffer(8)
+    ring = Ring(buffer)
+    first = ring.space(6)
+    first[:] = b"abcdef"
+    buffer.append(first)
+    assert len(ring.space(6)) == 2  # room 2, at the end of the memory
+    buffer.ack(6)
+    wrap = ring.space(6)
+    assert len(wrap) == 2  # the memory's end comes first; the next read wraps
+    wrap[:] = b"gh"
+    buffer.append(wrap)
+    assert len(ring.space(6)) == 6 and joined(buffer, 6) == b"gh"
 
 
 def test_one_byte_at_a_time() -> None:

@@ -254,7 +254,7 @@ class Connection:
 
     # --- writing ------------------------------------------------------------------------
 
-    def send_binary(self, data: bytes) -> None:
+    def send_binary(self, data: bytes | memoryview) -> None:
         """Send one binary message. Raises TetherError, or Closed after a normal end."""
         self._send(OPCODE_BINARY, data)
 
@@ -262,7 +262,7 @@ class Connection:
         """Send one text message. Raises TetherError, or Closed after a normal end."""
         self._send(OPCODE_TEXT, text.encode("utf-8"))
 
-    def _send(self, opcode: int, payload: bytes) -> None:
+    def _send(self, opcode: int, payload: bytes | memoryview) -> None:
         if self._outcome is not None or self._closing:
             self._raise_ended()
         header, body = encode(opcode, payload)

@@ -61,7 +61,7 @@ class FrameTooBig(ValueError):
     """A frame or message over the parser's limit; the message says which and how big."""
 
 
-def encode(opcode: int, payload: bytes) -> tuple[bytes, bytes]:
+def encode(opcode: int, payload: bytes | memoryview) -> tuple[bytes, bytes]:
     """A client frame (FIN set, masked with a fresh key): its header and its masked payload."""
     key = os.urandom(4)
     size = len(payload)
@@ -71,7 +71,7 @@ def encode(opcode: int, payload: bytes) -> tuple[bytes, bytes]:
         header = _MEDIUM.pack(0x80 | opcode, 0xFE, size, key)
     else:
         header = _LONG.pack(0x80 | opcode, 0xFF, size, key)
-    return header, apply_mask(payload, key) if size else payload
+    return header, apply_mask(payload, key) if size else b""
 
 
 class Parser:

@@ -72,7 +72,7 @@ class GatewayConnection(ServerConnection):
         """Whether messages may still be sent."""
         return self.protocol.state is State.OPEN
 
-    def send_now(self, message: bytes | str) -> bool:
+    def send_now(self, message: bytes | memoryview | str) -> bool:
         """Send one whole message from a callback, without waiting; False when the connection
         is no longer open (or the write failed: the connection is then aborted)."""
         if self.protocol.state is not State.OPEN:

@@ -87,7 +87,7 @@ class TcpBackend(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
-    def frame(self, tag: int, data: bytes) -> bytes:
+    def frame(self, tag: int, data: bytes | memoryview) -> bytes | memoryview:
         return data
 
     def payload(self, frame: bytes) -> bytes:

@@ -106,7 +106,7 @@ class Backend(Protocol):
         """Read again."""
         ...
 
-    def frame(self, tag: int, data: bytes) -> bytes:
+    def frame(self, tag: int, data: bytes | memoryview) -> bytes | memoryview:
         """One binary frame carrying ``data`` of stream ``tag``."""
         ...
 

@@ -458,7 +458,7 @@ class ShellBackend:
     def resume_output(self) -> None:
         self.shell.resume_output()
 
-    def frame(self, tag: int, data: bytes) -> bytes:
+    def frame(self, tag: int, data: bytes | memoryview) -> bytes | memoryview:
         return encode_shell_frame(Stream(tag), data)
 
     def payload(self, frame: bytes) -> bytes:

@@ -317,15 +317,13 @@ class _Forwarded:
     def _upstream_v2(self, stream: Resumable) -> None:
         """Local -> replay buffer -> gateway, across connections; reads only while the buffer
         has room. At local EOF, ``eof`` and half done."""
-        recv = self.client.recv
+        recv_into = self.client.recv_into
         try:
             while (room := stream.room(_ROOM_WAIT)) or not self._released:
                 if not room:
                     continue
-                data = recv(min(READ_SIZE, room))
-                if not data:
+                if not stream.read_into(recv_into, min(READ_SIZE, room)):
                     break
-                stream.send(data)
             else:
                 return
             conn = self.conn
@@ -371,7 +369,7 @@ class _Forwarded:
             raise ProtocolViolation("port-forward takes only data, ack and eof")
 
 
-def _raw(tag: int, data: bytes) -> bytes:
+def _raw(tag: int, data: bytes | memoryview) -> bytes | memoryview:
     return data
 
 

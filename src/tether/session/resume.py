@@ -39,9 +39,9 @@ from tether.protocol import (
     encode_control,
     parse_close_reason,
 )
-from tether.replay import ACK_GAP, AckCounter, ReplayBuffer
+from tether.replay import ACK_GAP, AckCounter, ReplayBuffer, Ring
 
-Frame = Callable[[int, bytes], bytes]
+Frame = Callable[[int, bytes | memoryview], bytes | memoryview]
 _EOF = encode_control(Eof())
 #: Close codes after which the gateway keeps the session for a resume (section 5.8).
 _DETACHING_CLOSES = frozenset({1001, 1006, 1012, 1013})
@@ -121,6 +121,7 @@ class Resumable:
         self.id: str | None = None  # from the session message; a secret
         self.node = ""  # the gateway holding the session, from the session message
         self.out = ReplayBuffer(limit)
+        self._ring: Ring | None = None  # the buffer's memory once a source reads in place
         self.acks = AckCounter()
         self.eof_sent = False
         self.on_room: Callable[[], None] | None = None  # told when acks free room
@@ -157,11 +158,23 @@ class Resumable:
         0 after :meth:`close` or when the wait ran out.
         """
         with self._cond:
-            if timeout is None or timeout > 0:
+            if not self.out.room and (timeout is None or timeout > 0):
                 self._cond.wait_for(lambda: self.out.room > 0 or self._closed, timeout)
             return 0 if self._closed else self.out.room
 
-    def send(self, data: bytes, tag: int = 0) -> None:
+    def read_into(self, recv_into: Callable[[memoryview], int], want: int) -> int:
+        """Read the source straight into the replay buffer's memory (a :class:`Ring`), then
+        :meth:`send` it; the count read (0 at the source's end). Only one thread reads."""
+        with self._cond:
+            if self._ring is None:
+                self._ring = Ring(self.out)
+            space = self._ring.space(want)  # acks only ever widen it: no lock while reading
+        count = recv_into(space)
+        if count:
+            self.send(space[:count])
+        return count
+
+    def send(self, data: bytes | memoryview, tag: int = 0) -> None:
         """Keep ``data`` for a resend and send it if attached. A failed send is left to the
         receiving side, which finds out why; the bytes wait in the buffer."""
         with self._send_lock:

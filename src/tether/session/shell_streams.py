@@ -51,7 +51,7 @@ _STDIN = bytes((Stream.STDIN,))
 _OUT, _ERR = int(Stream.STDOUT), int(Stream.STDERR)
 
 
-def stdin_frame(tag: int, data: bytes) -> bytes:
+def stdin_frame(tag: int, data: bytes | memoryview) -> bytes:
     """The shell frame of stdin bytes (a replay buffer's frame function)."""
     return _STDIN + data
 
