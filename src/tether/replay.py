@@ -18,6 +18,7 @@ from tether.protocol import ACK_BYTES, DEFAULT_REPLAY_BUFFER
 #: (docs/protocol.md 5.4): a bulk stream is acknowledged about 250 times a second,
 #: not once a message.
 ACK_GAP = 0.004
+_KEPT = (bytes, memoryview)  # what a buffer keeps without a copy
 
 
 class ReplayBuffer:
@@ -55,8 +56,7 @@ class ReplayBuffer:
         many went. A memoryview is kept as it is (a view of a :class:`Ring`), not copied: its
         memory must not change until the bytes are acknowledged."""
         if data:
-            self._chunks.append((tag, data if isinstance(data, bytes | memoryview)
-                                 else bytes(data)))
+            self._chunks.append((tag, data if isinstance(data, _KEPT) else bytes(data)))
             self.end += len(data)
         return self._drop(self.size - self.limit) if evict else 0
 
@@ -109,13 +109,15 @@ class Ring:
     handing back fresh pages (a page fault each 4 KiB). Reading into one
     buffer of the replay limit, laid out by offset (the byte at offset ``n``
     lives at ``n % limit``), allocates nothing per read; the replay buffer
-    keeps views of it. The memory is an anonymous mapping of the limit's size:
-    the kernel gives each page when it is first used (nothing is zeroed up front).
+    keeps views of it. The memory is a private anonymous mapping of the limit's
+    size: the kernel gives each page when it is first used (``bytearray(n)``
+    would zero all of it up front, and Python's default anonymous mapping is
+    shared memory, whose pages cost more to fill).
     """
 
     def __init__(self, buffer: ReplayBuffer) -> None:
         self._buffer = buffer
-        self._memory = memoryview(mmap.mmap(-1, buffer.limit))
+        self._memory = memoryview(_anonymous(buffer.limit))
 
     def space(self, want: int) -> memoryview:
         """Where the next ``want`` bytes at most may be read: no unacknowledged byte lives
@@ -123,6 +125,14 @@ class Ring:
         buffer = self._buffer
         at = buffer.end % buffer.limit
         return self._memory[at:at + min(want, buffer.room, buffer.limit - at)]
+
+
+def _anonymous(size: int) -> mmap.mmap:
+    """``size`` bytes of private memory, each page given on first use."""
+    private = getattr(mmap, "MAP_PRIVATE", None)
+    if private is None:  # Windows: an anonymous mapping is backed by the paging file
+        return mmap.mmap(-1, size)
+    return mmap.mmap(-1, size, flags=private | mmap.MAP_ANONYMOUS)
 
 
 class AckCounter:

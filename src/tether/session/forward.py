@@ -319,13 +319,14 @@ class _Forwarded:
         has room. At local EOF, ``eof`` and half done."""
         recv_into = self.client.recv_into
         try:
-            while (room := stream.room(_ROOM_WAIT)) or not self._released:
-                if not room:
+            while True:
+                count = stream.read_into(recv_into, READ_SIZE, _ROOM_WAIT)
+                if count is None:  # no room: the gateway is behind, or the forward ended
+                    if self._released or stream.closed:
+                        return
                     continue
-                if not stream.read_into(recv_into, min(READ_SIZE, room)):
+                if not count:
                     break
-            else:
-                return
             conn = self.conn
             if self._aborted:
                 if conn is not None:

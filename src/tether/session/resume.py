@@ -126,7 +126,8 @@ class Resumable:
         self.eof_sent = False
         self.on_room: Callable[[], None] | None = None  # told when acks free room
         self._frame = frame
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()  # the counts and the buffer (a C lock: hot paths)
+        self._cond = threading.Condition(self._lock)  # waiting for room
         self._send_lock = threading.Lock()  # data frames go out in offset order
         self._conn: Connection | None = connection
         self._closed = False
@@ -146,6 +147,11 @@ class Resumable:
         return self.id is not None and not self._closed
 
     @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    @property
     def connection(self) -> Connection | None:
         """The connection attached now; None while detached."""
         return self._conn
@@ -157,15 +163,21 @@ class Resumable:
 
         0 after :meth:`close` or when the wait ran out.
         """
-        with self._cond:
+        with self._lock:
             if not self.out.room and (timeout is None or timeout > 0):
                 self._cond.wait_for(lambda: self.out.room > 0 or self._closed, timeout)
             return 0 if self._closed else self.out.room
 
-    def read_into(self, recv_into: Callable[[memoryview], int], want: int) -> int:
+    def read_into(self, recv_into: Callable[[memoryview], int], want: int,
+                  timeout: float | None = None) -> int | None:
         """Read the source straight into the replay buffer's memory (a :class:`Ring`), then
-        :meth:`send` it; the count read (0 at the source's end). Only one thread reads."""
-        with self._cond:
+        :meth:`send` it: the count read, 0 at the source's end, None when there was no room
+        within ``timeout`` (or the session closed). Only one thread reads."""
+        with self._lock:
+            if not self.out.room and not self._closed:
+                self._cond.wait_for(lambda: self.out.room > 0 or self._closed, timeout)
+            if self._closed or not self.out.room:
+                return None
             if self._ring is None:
                 self._ring = Ring(self.out)
             space = self._ring.space(want)  # acks only ever widen it: no lock while reading
@@ -178,12 +190,14 @@ class Resumable:
         """Keep ``data`` for a resend and send it if attached. A failed send is left to the
         receiving side, which finds out why; the bytes wait in the buffer."""
         with self._send_lock:
-            with self._cond:
+            with self._lock:
                 self.out.append(data, tag)
                 conn = self._conn
             if conn is not None:
-                with contextlib.suppress(TetherError, Closed):
+                try:  # noqa: SIM105 - once per message: a plain try costs less than suppress()
                     conn.send_binary(self._frame(tag, data))
+                except (TetherError, Closed):
+                    pass
 
     def send_eof(self) -> None:
         """The source ended: ``eof`` now, and again after every resume."""
@@ -197,14 +211,14 @@ class Resumable:
     def delivered(self, connection: Connection) -> bool:
         """Whether ``eof`` went out on ``connection`` (attached) and the gateway acknowledged
         every byte sent: only then may the client end the session (close 1000) itself."""
-        with self._send_lock, self._cond:
+        with self._send_lock, self._lock:
             return self.eof_sent and self._conn is connection and self.out.size == 0
 
     # --- the receiving side ---------------------------------------------------------------
 
     def received(self, count: int) -> None:
         """``count`` data bytes arrived; an ack goes out when due (another thread sends it)."""
-        with self._cond:
+        with self._lock:
             due = self.acks.add(count)
         if due and not self._ack_now.is_set():
             self._ack_now.set()
@@ -213,7 +227,7 @@ class Resumable:
 
     def acked(self, connection: Connection, offset: int) -> None:
         """The gateway acknowledged ``offset`` bytes; raises TetherError past what was sent."""
-        with self._cond:
+        with self._lock:
             try:
                 freed = self.out.ack(offset)
             except ValueError:
@@ -239,14 +253,14 @@ class Resumable:
 
     def detach(self, connection: Connection) -> None:
         """``connection`` broke: keep the bytes, send nothing until :meth:`resume`."""
-        with self._cond:
+        with self._lock:
             if self._conn is connection:
                 self._conn = None
                 self._detached_at = time.monotonic()
 
     def counts(self) -> tuple[int, int, int]:
         """``(sent, received, unacknowledged)`` data bytes."""
-        with self._cond:
+        with self._lock:
             return self.out.end, self.acks.received, self.out.size
 
     def resume(self, connection: Connection) -> Resumption:
@@ -260,11 +274,11 @@ class Resumable:
             connection.close()
             raise expired(connection)
         with self._send_lock:
-            with self._cond:
+            with self._lock:
                 received = self.acks.received
             connection.send_text(encode_control(Resume(self.id, received)))
             answer = self._answer(connection)
-            with self._cond:
+            with self._lock:
                 if answer.received < self.out.start:
                     raise _violation(connection, "its resume asked for bytes it had acknowledged")
                 try:
@@ -307,7 +321,7 @@ class Resumable:
 
     def close(self) -> None:
         """The session is over here: wake whoever waits for room, stop the ack thread."""
-        with self._cond:
+        with self._lock:
             self._closed = True
             self._conn = None
             self._cond.notify_all()
@@ -325,7 +339,7 @@ class Resumable:
             self._ack_now.wait(ACK_INTERVAL)
             if (gap := next_ack - time.monotonic()) > 0:
                 time.sleep(gap)
-            with self._cond:
+            with self._lock:
                 self._ack_due.clear()
                 self._ack_now.clear()
                 conn = self._conn
