@@ -46,6 +46,7 @@ __all__ = ["OPCODE_BINARY", "OPCODE_TEXT", "Closed", "Connection", "Context", "M
 
 _CLOSE_WAIT = 1.0  # seconds to wait for the peer's close frame
 _GATHER = hasattr(socket.socket, "sendmsg")  # not on Windows
+_TLS_JOIN = 16 * 1024  # payloads from this size on are not copied to join their header
 _T = TypeVar("_T")
 
 
@@ -291,9 +292,14 @@ class Connection:
             if sent < len(header) + len(body):  # cut short: the rest the usual way
                 self._sock.sendall(memoryview(header + body)[sent:])
             return
-        view = memoryview(header + body)
-        while view:
-            view = view[self._tls_io(functools.partial(self._sock.send, view)):]
+        # TLS has no gathered write: a small frame is joined (one record); a large one is
+        # written as header then payload, sparing a copy of the payload for one small record
+        pieces = ((memoryview(header + body),) if len(body) < _TLS_JOIN
+                  else (memoryview(header), memoryview(body)))
+        for piece in pieces:
+            left = piece
+            while left:
+                left = left[self._tls_io(functools.partial(self._sock.send, left)):]
 
     def _tls_io(self, call: Callable[[], _T], *, reading: bool = False) -> _T:
         """``call()`` on the non-blocking TLS socket under the lock, waiting in select().
