@@ -62,6 +62,11 @@ class ChaosProxy:
         self._thread = threading.Thread(target=self._accept_loop, name="chaos-accept",
                                         daemon=True)
 
+    @property
+    def url(self) -> str:
+        """The gateway's URL as reached through this proxy."""
+        return f"http://127.0.0.1:{self.port}"
+
     def __enter__(self) -> ChaosProxy:
         self._running.set()
         self._thread.start()

@@ -161,6 +161,17 @@ class V2Client:
         return len(self.received) + len(self.stderr)
 
 
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    """Poll ``check`` (every 20 ms, bounded in count and time) until it holds."""
+    deadline = time.monotonic() + timeout
+    for _ in range(10_000):
+        if check():
+            return
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+    raise AssertionError(f"never {what}")
+
+
 def with_ignored_close(ws: ClientConnection) -> None:
     """Let go of a connection that the proxy already cut."""
     with contextlib.suppress(OSError):

@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.chaos import ChaosProxy
 from tests.gateway_client import dial
 from tests.servers import tcp_server
-from tests.v2_client import KIB, V2_OFFER, V2Client, refused, with_ignored_close
+from tests.v2_client import KIB, V2_OFFER, V2Client, refused, wait_for, with_ignored_close
 from tether.gateway.config import ConfigError, GatewayConfig, parse_config
 from tether.gateway.runner import RunningGateway
 from tether.protocol import (
@@ -43,16 +43,6 @@ def snapshot(gateway: RunningGateway) -> list[dict[str, Any]]:
     async def take() -> list[dict[str, Any]]:
         return gateway.gateway.resumable.snapshot()
     return gateway.call(take())
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    for _ in range(10_000):
-        if check():
-            return
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-    raise AssertionError(f"never {what}")
 
 
 def state_is(gateway: RunningGateway, *states: str) -> Callable[[], bool]:
@@ -73,17 +63,13 @@ def proxy(gateway: RunningGateway) -> Iterator[ChaosProxy]:
         yield chaos
 
 
-def via(proxy: ChaosProxy) -> str:
-    return f"http://127.0.0.1:{proxy.port}"
-
-
 def shell(proxy_or_url: ChaosProxy | str, token: str, **params: Any) -> V2Client:
-    base = via(proxy_or_url) if isinstance(proxy_or_url, ChaosProxy) else proxy_or_url
+    base = proxy_or_url.url if isinstance(proxy_or_url, ChaosProxy) else proxy_or_url
     return V2Client(base, "/v1/shell", token, shell=True, service="api", **params)
 
 
 def forward(proxy: ChaosProxy, token: str, port: int) -> V2Client:
-    return V2Client(via(proxy), "/v1/port-forward", token, shell=False, service="api", port=port)
+    return V2Client(proxy.url, "/v1/port-forward", token, shell=False, service="api", port=port)
 
 
 def shell_pid(client: V2Client) -> int:

@@ -46,6 +46,22 @@ MIB = 1 << 20
 KIB = 1024
 
 
+def sending(sock: socket.socket, data: bytes) -> threading.Thread:
+    """A started thread that writes ``data`` to ``sock`` in 256 KiB pieces, then half-closes
+    (a connection that breaks meanwhile ends it quietly: the reader reports)."""
+
+    def send() -> None:
+        with contextlib.suppress(OSError):
+            view = memoryview(data)
+            for start in range(0, len(data), 256 * KIB):
+                sock.sendall(view[start:start + 256 * KIB])
+            sock.shutdown(socket.SHUT_WR)
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread
+
+
 def sink_and_source(total: int, seen: list[dict[str, object]]
                     ) -> Callable[[socket.socket], None]:
     """A target that reads everything (hashing it) while it writes ``total`` bytes of its own;
@@ -57,15 +73,7 @@ def sink_and_source(total: int, seen: list[dict[str, object]]
         got: dict[str, object] = {"sent_hash": hashlib.sha256(data).hexdigest()}
         seen.append(got)
 
-        def write() -> None:
-            with contextlib.suppress(OSError):
-                view = memoryview(data)
-                for start in range(0, total, 256 * KIB):
-                    conn.sendall(view[start:start + 256 * KIB])
-                conn.shutdown(socket.SHUT_WR)
-
-        writer = threading.Thread(target=write, daemon=True)
-        writer.start()
+        writer = sending(conn, data)
         digest, count = hashlib.sha256(), 0
         while chunk := conn.recv(256 * KIB):
             digest.update(chunk)
@@ -81,15 +89,7 @@ def both_ways(port: int, total: int) -> tuple[str, str, int, bool]:
     received, bytes received, whether the local connection was reset)."""
     data = os.urandom(total)
     with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
-        def send() -> None:
-            with contextlib.suppress(OSError):
-                view = memoryview(data)
-                for start in range(0, total, 256 * KIB):
-                    sock.sendall(view[start:start + 256 * KIB])
-                sock.shutdown(socket.SHUT_WR)
-
-        sender = threading.Thread(target=send, daemon=True)
-        sender.start()
+        sender = sending(sock, data)
         digest, count, reset = hashlib.sha256(), 0, False
         try:
             while chunk := sock.recv(256 * KIB):
@@ -107,16 +107,12 @@ def chaos(gateway: RunningGateway) -> Iterator[ChaosProxy]:
         yield proxy
 
 
-def via(proxy: ChaosProxy) -> str:
-    return f"http://127.0.0.1:{proxy.port}"
-
-
 def handshake_sizes(proxy: ChaosProxy, token: str, port: int) -> tuple[int, int]:
     """Bytes of a resuming port-forward dial's upgrade request (without its resume message)
     and of its 101 answer, through ``proxy`` (to cut inside the next handshake)."""
     up, down = proxy.forwarded[UP], proxy.forwarded[DOWN]
-    with dial(via(proxy), "port-forward", {"service": "api", "port": port},
-              EnvCredential(via(proxy), token), OPTIONS, resumable=True) as conn:
+    with dial(proxy.url, "port-forward", {"service": "api", "port": port},
+              EnvCredential(proxy.url, token), OPTIONS, resumable=True) as conn:
         assert conn.subprotocol == SUBPROTOCOL_V2
         message = conn.recv()  # the session message
         assert message is not None and message.is_text
@@ -143,7 +139,7 @@ def test_a_forwarded_connection_resumes_through_cuts_in_data_acks_and_the_handsh
         token = gw.mint_token("Deployer", sub="deployer")
         with ChaosProxy(gw.port) as proxy:
             request, answer = handshake_sizes(proxy, token, target)
-            with forwarding(via(proxy), EnvCredential(via(proxy), token), target,
+            with forwarding(proxy.url, EnvCredential(proxy.url, token), target,
                             settings=Settings(retry_for=30.0, output=Output.JSON)) as running:
                 result: list[tuple[str, str, int, bool]] = []
                 client = threading.Thread(target=lambda: result.append(
@@ -194,8 +190,8 @@ def test_a_stalled_path_is_declared_dead_and_resumed_with_the_local_connection_o
         gateway: RunningGateway, chaos: ChaosProxy, deployer_token: str,
         echo_server: int) -> None:
     options = dataclass_replace(OPTIONS, keepalive_interval=0.2, keepalive_timeout=1.0)
-    credential = EnvCredential(via(chaos), deployer_token)
-    with forwarding(via(chaos), credential, echo_server, options=options,
+    credential = EnvCredential(chaos.url, deployer_token)
+    with forwarding(chaos.url, credential, echo_server, options=options,
                     settings=Settings(retry_for=30.0)) as running, \
             socket.create_connection(("127.0.0.1", running.port), timeout=20) as sock:
         sock.sendall(b"one")
@@ -224,8 +220,8 @@ def test_the_clients_replay_buffer_is_bounded_and_only_acks_free_it(
         gateway: RunningGateway, chaos: ChaosProxy, deployer_token: str,
         echo_server: int) -> None:
     limit = 64 * KIB
-    with dial(via(chaos), "port-forward", {"service": "api", "port": echo_server},
-              EnvCredential(via(chaos), deployer_token), OPTIONS, resumable=True) as conn:
+    with dial(chaos.url, "port-forward", {"service": "api", "port": echo_server},
+              EnvCredential(chaos.url, deployer_token), OPTIONS, resumable=True) as conn:
         stream = resume.Resumable(conn, frame=lambda tag, data: data, limit=limit)
         first = conn.recv()
         assert first is not None
@@ -261,8 +257,8 @@ def test_the_client_may_end_the_session_only_once_its_eof_and_every_byte_are_ack
         gateway: RunningGateway, chaos: ChaosProxy, deployer_token: str,
         echo_server: int) -> None:
     # closing 1000 ends a v2 session at once: bytes the gateway has not taken would be lost
-    with dial(via(chaos), "port-forward", {"service": "api", "port": echo_server},
-              EnvCredential(via(chaos), deployer_token), OPTIONS, resumable=True) as conn:
+    with dial(chaos.url, "port-forward", {"service": "api", "port": echo_server},
+              EnvCredential(chaos.url, deployer_token), OPTIONS, resumable=True) as conn:
         stream = resume.Resumable(conn, frame=lambda tag, data: data)
         first = conn.recv()
         assert first is not None
@@ -350,7 +346,7 @@ def test_a_cut_without_v2_fails_the_connection_as_before(
         capsys: pytest.CaptureFixture[str]) -> None:
     plain = make_gateway(resume=False)
     with ChaosProxy(plain.port) as proxy, \
-            forwarding(via(proxy), EnvCredential(via(proxy), plain.mint_token("Deployer")),
+            forwarding(proxy.url, EnvCredential(proxy.url, plain.mint_token("Deployer")),
                        echo_server) as running:
         with socket.create_connection(("127.0.0.1", running.port), timeout=10) as held:
             held.sendall(b"held")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import pytest
 from tests.chaos import ChaosProxy
 from tests.cli import run_tether, tether_env
 from tests.gateways import Deployment, GatewayProcess, deployment, gateway_cli, gateway_toml
-from tests.v2_client import KIB, Gone, V2Client, refused
+from tests.v2_client import KIB, Gone, V2Client, refused, wait_for
 from tether.gateway.config import ConfigError, parse_config
 from tether.gateway.runner import RunningGateway
 from tether.protocol import (
@@ -78,16 +77,6 @@ def echoes(client: V2Client, data: bytes, sent: bytearray) -> None:
     client.send(data)
     sent += data
     client.pump(lambda c: len(c.received) >= len(sent))
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    for _ in range(10_000):
-        if check():
-            return
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-    raise AssertionError(f"never {what}")
 
 
 def session_expired(gone: Gone) -> tuple[int | None, str]:

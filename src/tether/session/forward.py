@@ -48,7 +48,7 @@ from tether.protocol import (
 )
 from tether.session.link import supervise
 from tether.session.listeners import Listener, Route, host_port
-from tether.session.resume import Detachment, Resumable, Resumption, resumable
+from tether.session.resume import Cut, Detachment, Resumable, Resumption, resumable
 from tether.text import strip_control
 
 if TYPE_CHECKING:
@@ -100,30 +100,23 @@ class _ConnectionStatus:
         self._events = events
         self._peer = peer
         self._route = route
-        self.detached: Resumable | None = None  # the session being resumed
-        self.attempt = 0  # the dial whose connection was cut
-        self._told = False
+        self.cut = Cut()
 
-    def _detached(self, failure: Failure, attempt: int, delay: float) -> bool:
-        stream = self.detached
-        if stream is None:
+    def _tell(self, detachment: Detachment | None) -> bool:
+        if detachment is None:
             return False
-        sent, received, held = stream.counts()
-        first, self._told = not self._told, True
-        self._events.connection_detached(self._peer, self._route, Detachment(
-            failure, attempt, delay, first, sent, received, held))
+        self._events.connection_detached(self._peer, self._route, detachment)
         return True
 
     def retrying(self, failure: Failure, attempt: int, delay: float) -> None:
         """The dial of this connection is tried again after ``delay`` (to resume it, if
         its session is detached)."""
-        if not self._detached(failure, attempt, delay):
+        if not self._tell(self.cut.detachment(failure, attempt, delay)):
             self._events.connection_retrying(self._peer, self._route, failure, attempt, delay)
 
     def resumed(self, resumption: Resumption) -> None:
         """The session is back."""
-        self.detached = None
-        self._told = False
+        self.cut.end()
         self._events.connection_resumed(self._peer, self._route, resumption)
 
     def reconnected(self, attempt: int) -> None:
@@ -131,8 +124,7 @@ class _ConnectionStatus:
 
     def refreshing(self, failure: Failure) -> None:
         """The token is being renewed (a session it detached is told first)."""
-        if not self._told:
-            self._detached(failure, self.attempt, 0.0)
+        self._tell(self.cut.untold(failure))
         self._events.refreshing(failure)
 
     def warning(self, text: str) -> None:
@@ -242,7 +234,7 @@ class _Forwarded:
             if stream is not None and stream.can_resume and resumable(err.failure) and \
                     not self._aborted and not self._released:
                 stream.detach(conn)
-                self.status.detached, self.status.attempt = stream, attempt.number
+                self.status.cut.begin(stream, attempt.number)
                 raise
             self._fail(err.failure)
         except ProtocolViolation as exc:

@@ -93,6 +93,36 @@ class Resumption:
     detached_for: float
 
 
+class Cut:
+    """A v2 session being resumed, as a status reporter tells it: the session, the dial
+    that was cut, and whether this cut was told yet (the first wait is told as such)."""
+
+    def __init__(self) -> None:
+        self.stream: Resumable | None = None
+        self.attempt = 0
+        self._told = False
+
+    def begin(self, stream: Resumable, attempt: int) -> None:
+        """``stream`` lost the connection of dial ``attempt``."""
+        self.stream, self.attempt = stream, attempt
+
+    def end(self) -> None:
+        """Resumed, or given up: nothing is detached."""
+        self.stream, self._told = None, False
+
+    def detachment(self, failure: Failure, attempt: int, delay: float) -> Detachment | None:
+        """What to tell of a wait before dial ``attempt``; None when nothing is detached."""
+        if self.stream is None:
+            return None
+        sent, received, held = self.stream.counts()
+        first, self._told = not self._told, True
+        return Detachment(failure, attempt, delay, first, sent, received, held)
+
+    def untold(self, failure: Failure) -> Detachment | None:
+        """The detachment, if it was not told yet (a refresh comes before any wait)."""
+        return None if self._told else self.detachment(failure, self.attempt, 0.0)
+
+
 def _violation(connection: Connection, text: str) -> TetherError:
     return TetherError(Failure.of(Code.PROTOCOL_ERROR, Phase.SESSION,
                                   f"The gateway broke tether.v2: {text}.", close_code=None,

@@ -31,7 +31,7 @@ from tether.errors import Code, Failure, Interrupted, TetherError
 from tether.protocol import SUBPROTOCOL_V2
 from tether.session import terminal
 from tether.session.link import Link, LinkReporter, supervise
-from tether.session.resume import Detachment, Resumable, Resumption, resumable
+from tether.session.resume import Cut, Detachment, Resumable, Resumption, resumable
 from tether.session.shell_streams import (
     InputPump,
     Outcome,
@@ -98,25 +98,19 @@ class _ShellStatus:
         self._reporter = reporter
         self._service = service
         self.lost: Failure | None = None  # the failure that ended an established session
-        self.detached: Resumable | None = None  # the session being resumed
-        self.attempt = 0  # the dial whose connection was cut
-        self._told = False  # the current detachment was told
+        self.cut = Cut()
 
-    def _detached(self, failure: Failure, attempt: int, delay: float) -> bool:
+    def _tell(self, detachment: Detachment | None) -> bool:
         """Tell the detachment (first, or a further wait); False when not detached."""
-        stream = self.detached
-        if stream is None:
+        if detachment is None:
             return False
-        sent, received, held = stream.counts()
-        first, self._told = not self._told, True
-        self._reporter.detached(self._service, Detachment(
-            failure, attempt, delay, first, sent, received, held))
+        self._reporter.detached(self._service, detachment)
         return True
 
     def retrying(self, failure: Failure, attempt: int, delay: float) -> None:
         """Say once that the shell is gone and a new one is coming, then the retry; or, while
         resuming, that the session is detached."""
-        if self._detached(failure, attempt, delay):
+        if self._tell(self.cut.detachment(failure, attempt, delay)):
             return
         lost, self.lost = self.lost, None
         if lost is not None:
@@ -125,21 +119,19 @@ class _ShellStatus:
 
     def reconnected(self, attempt: int) -> None:
         """The new shell is up (a resume is told once its handshake is done)."""
-        if self.detached is not None:
+        if self.cut.stream is not None:
             return
         self._reporter.reconnected(attempt)
         self._reporter.shell_replaced(self._service)
 
     def resumed(self, resumption: Resumption) -> None:
         """The session is back."""
-        self.detached = None
-        self._told = False
+        self.cut.end()
         self._reporter.resumed(self._service, resumption)
 
     def refreshing(self, failure: Failure) -> None:
         """The token is being renewed (a session it detached is told first)."""
-        if not self._told:
-            self._detached(failure, self.attempt, 0.0)
+        self._tell(self.cut.untold(failure))
         self._reporter.refreshing(failure)
 
     def warning(self, text: str) -> None:
@@ -225,7 +217,7 @@ class ShellRun:
         except TetherError as err:
             if stream is not None and stream.can_resume and resumable(err.failure):
                 stream.detach(connection)
-                self.status.detached, self.status.attempt = stream, attempt.number
+                self.status.cut.begin(stream, attempt.number)
                 raise
             kept = False
             lost = self._lost(err)
@@ -245,7 +237,7 @@ class ShellRun:
     def _lost(self, err: TetherError) -> Exception:
         """What ends an established session that cannot be resumed: a new shell with a tty
         (the supervisor's retry), or the failure as it stands."""
-        self.status.detached = None
+        self.status.cut.end()
         if err.failure.code is Code.RESUME_LOST:
             return err
         if not self.request.tty:
