@@ -172,6 +172,9 @@ def test_logs_follow_loses_and_repeats_nothing_through_cuts_stalls_and_trickles(
                 proxy.trickle = 0
         assert cuts >= 3
         run.lines_at_least(6 + N_RECORDS, timeout=25)
+        # the last cut may come after the last record, and its reconnect waits out a backoff
+        run.until(f"{cuts} reconnects", lambda: sum(
+            e["event"] == "reconnected" for e in run.events()) >= cuts, timeout=15)
         time.sleep(0.3)  # a repeat would arrive now
         status, elapsed = run.interrupt()
     finally:
