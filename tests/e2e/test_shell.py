@@ -125,6 +125,18 @@ def test_remote_size_follows_the_local_terminal(env: dict[str, str], tmp_path: P
     assert term.status() == 0
 
 
+def test_remote_terminal_takes_the_local_terminals_modes(env: dict[str, str], tmp_path: Path,
+                                                         terms: list[Term]) -> None:
+    """Like ssh: the erase key, iutf8 and flow control the user set reach the remote pty."""
+    command = " ".join(shlex.quote(a) for a in [*TETHER, "shell", "api", "--", "stty", "-a"])
+    term = Term(["/bin/sh", "-c", f"stty erase ^H iutf8 -ixon; {command}"], env, tmp_path)
+    terms.append(term)
+    assert term.status() == 0
+    remote = term.output.decode()
+    assert "erase = ^H" in remote
+    assert " iutf8" in remote and " -ixon" in remote and " icanon" in remote
+
+
 def test_exit_status_is_the_remote_commands(env: dict[str, str], tmp_path: Path,
                                             terms: list[Term]) -> None:
     term = tether_term(terms, env, tmp_path, "shell", "api", "--", "sh", "-c", "exit 3")

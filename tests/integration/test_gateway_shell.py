@@ -6,7 +6,7 @@ import json
 import subprocess
 import time
 
-from tests.gateway_client import collect, dial
+from tests.gateway_client import collect, dial, refusal
 from tether.gateway.runner import RunningGateway
 
 
@@ -37,6 +37,27 @@ def test_tty_echo_resize_and_exit(gateway: RunningGateway, deployer_token: str) 
     closed = collect(ws)
     assert closed.code == 1000
     assert json.loads(closed.text[-1]) == {"type": "exit", "code": 5}
+
+
+def test_tty_takes_the_client_terminals_modes(gateway: RunningGateway,
+                                              deployer_token: str) -> None:
+    ws = dial(gateway.url, "/v1/shell", deployer_token, service="api", tty=1,
+              modes="erase=8,iutf8,-ixon,-onlcr,-futuremode,vfuture=3",
+              command=["sh", "-c", "stty -a; echo done-$((6*7))"])
+    ws.recv(timeout=5)
+    out = _read_until(ws, b"done-42").decode()
+    assert "erase = ^H" in out
+    assert " iutf8" in out and " -ixon" in out and " -onlcr" in out
+    assert "\r\n" not in out  # -onlcr: the pty leaves newlines alone
+    collect(ws)
+
+
+def test_tty_refuses_malformed_modes(gateway: RunningGateway, deployer_token: str) -> None:
+    r = refusal(gateway.url, "/v1/shell", deployer_token, service="api", tty=1,
+                modes="erase=999")
+    assert r.status == 400
+    detail = json.loads(r.body)["detail"]
+    assert "erase" in detail and "0 to 255" in detail
 
 
 def test_tty_eof_sends_the_terminal_eof_character(gateway: RunningGateway,

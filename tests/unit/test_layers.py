@@ -24,7 +24,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "tether"
 TERMINAL_LIBRARIES = frozenset({"typer", "click", "rich"})
 SHARED = frozenset({"tether.errors", "tether.text", "tether.protocol", "tether.durations",
-                    "tether.replay"})
+                    "tether.replay", "tether.ttymodes"})
 #: The gateway's persistence layer (SQLite or PostgreSQL): used by the gateway alone.
 STORE = "tether.store"
 ENTRY_POINT = "tether.__main__"

@@ -9,10 +9,11 @@ from tether.gateway.cursor import CursorError, decode_cursor
 from tether.gateway.problems import Refusal
 from tether.gateway.session import LogRequest
 from tether.gateway.timestamps import parse_since
+from tether.ttymodes import Modes, ModesError, parse
 
 _SECRET_PARAMS = {"token", "access_token", "authorization", "jwt", "api_key"}
 _KNOWN = {
-    "shell": {"service", "instance", "tty", "cols", "rows", "command"},
+    "shell": {"service", "instance", "tty", "cols", "rows", "modes", "command"},
     "logs": {"service", "instance", "follow", "tail", "since", "after"},
     "port-forward": {"service", "instance", "port"},
 }
@@ -87,3 +88,14 @@ def log_request(params: dict[str, list[str]], service: str) -> LogRequest:
                       follow=flag(params, "follow", False),
                       tail=integer(params, "tail", None, 0, 1_000_000),
                       since=since, after=after)
+
+
+def terminal_modes(params: dict[str, list[str]]) -> Modes | None:
+    """The client terminal's ``modes`` for the pty (tether.ttymodes), or None."""
+    value = one(params, "modes")
+    if value is None:
+        return None
+    try:
+        return parse(value)
+    except ModesError as exc:
+        raise bad(str(exc)) from None

@@ -163,9 +163,7 @@ class Registry:
     async def _backend(self, ws: ServerConnection, ctx: SessionContext) -> Backend | None:
         service = ctx.service
         if ctx.shell is not None:
-            request = ctx.shell
-            process = ShellProcess(service, ctx.instance or service.name, request.argv,
-                                   tty=request.tty, cols=request.cols, rows=request.rows)
+            process = ShellProcess(service, ctx.instance or service.name, ctx.shell)
             return ShellBackend(process) if await start_shell(ws, process) else None
         assert ctx.port is not None
         return await open_target(ws, service.name, service.host, ctx.port,

@@ -40,7 +40,15 @@ from tether.gateway.faults import AGENT_TIMEOUT_REASON, Faults
 from tether.gateway.forward import serve_forward
 from tether.gateway.logs import serve_logs
 from tether.gateway.logsources import LogHub
-from tether.gateway.params import bad, flag, integer, log_request, one, parse_query
+from tether.gateway.params import (
+    bad,
+    flag,
+    integer,
+    log_request,
+    one,
+    parse_query,
+    terminal_modes,
+)
 from tether.gateway.problems import (
     Refusal,
     forbidden,
@@ -328,7 +336,8 @@ class Gateway:
             if not argv[0]:
                 raise bad("command must not be empty")
             assert cols is not None and rows is not None
-            ctx.shell = ShellRequest(argv=argv, tty=tty, cols=cols, rows=rows)
+            ctx.shell = ShellRequest(argv=argv, tty=tty, cols=cols, rows=rows,
+                                     modes=terminal_modes(params) if tty else None)
             return
         port = integer(params, "port", None, 1, 65535)
         if port is None:
@@ -415,9 +424,7 @@ class Gateway:
         if ctx.resume or ws.subprotocol == SUBPROTOCOL_V2:
             await self.resumable.serve(ws, ctx)
         elif ctx.shell is not None:
-            request = ctx.shell
-            await serve_shell(ws, service, ctx.instance or service.name, request.argv,
-                              tty=request.tty, cols=request.cols, rows=request.rows,
+            await serve_shell(ws, service, ctx.instance or service.name, ctx.shell,
                               request_id=ctx.request_id, close_timeout=self.config.close_timeout)
         elif ctx.logs is not None:
             budget = self.faults.take_close_after()

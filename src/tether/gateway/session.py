@@ -25,6 +25,7 @@ from tether.protocol import (
     decode_control,
     format_close_reason,
 )
+from tether.ttymodes import Modes
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class ShellRequest:
     tty: bool
     cols: int
     rows: int
+    modes: Modes | None = None  # the client terminal's, for the pty (tether.ttymodes)
 
 
 @dataclass

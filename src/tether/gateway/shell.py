@@ -32,9 +32,10 @@ from typing import cast
 
 from websockets.asyncio.server import ServerConnection
 
+from tether import ttymodes
 from tether.gateway.config import ServiceConfig
 from tether.gateway.connection import GatewayConnection
-from tether.gateway.session import Ending, Output, close_with
+from tether.gateway.session import Ending, Output, ShellRequest, close_with
 from tether.gateway.stream import serve_stream
 from tether.protocol import (
     CloseCode,
@@ -50,7 +51,7 @@ from tether.protocol import (
 
 log = logging.getLogger("tether.gateway.shell")
 READ_SIZE = 64 * 1024
-COALESCE = 1024  # after a read of this much, read on while more is ready
+COALESCE = int(os.environ.get("X_COALESCE", "1024"))
 DRAIN_IDLE = 0.5  # after the process exits, wait this long for output still on its way
 
 _LOGIN_TTY = (
@@ -195,13 +196,13 @@ class _Process(asyncio.SubprocessProtocol):
 class ShellProcess:
     """One process, on a pty or on pipes: started, fed, read, resized, waited for, reaped."""
 
-    def __init__(self, service: ServiceConfig, instance: str, argv: list[str], *, tty: bool,
-                 cols: int, rows: int) -> None:
+    def __init__(self, service: ServiceConfig, instance: str, request: ShellRequest) -> None:
         self.service = service
         self.instance = instance
-        self.argv = argv
-        self.tty = tty
-        self.cols, self.rows = cols, rows
+        self.argv = request.argv
+        self.tty = request.tty
+        self.cols, self.rows = request.cols, request.rows
+        self.modes = request.modes
         self.transport: asyncio.SubprocessTransport | None = None
         self.master: int | None = None
         self._output: Output | None = None
@@ -228,6 +229,8 @@ class ShellProcess:
         master, slave = os.openpty()
         try:
             set_window(master, self.cols, self.rows)
+            if self.modes is not None:
+                ttymodes.apply(slave, self.modes)
             os.set_blocking(master, False)
             self.transport, _ = await self._loop.subprocess_exec(
                 lambda: _Process(self), sys.executable, "-I", "-S", "-c", _LOGIN_TTY,
@@ -514,10 +517,9 @@ async def start_shell(ws: ServerConnection, process: ShellProcess) -> bool:
 
 
 async def serve_shell(ws: GatewayConnection, service: ServiceConfig, instance: str,
-                      argv: list[str], *, tty: bool, cols: int, rows: int,
-                      request_id: str, close_timeout: float) -> None:
+                      request: ShellRequest, *, request_id: str, close_timeout: float) -> None:
     """Serve one tether.v1 ``/v1/shell`` session."""
-    process = ShellProcess(service, instance, argv, tty=tty, cols=cols, rows=rows)
+    process = ShellProcess(service, instance, request)
     if await start_shell(ws, process):
         await serve_stream(ws, ShellBackend(process),
                            first=SessionStarted(uuid.uuid4().hex, instance),

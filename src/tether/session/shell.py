@@ -152,6 +152,9 @@ class ShellRun:
         self.remote_size: tuple[int, int] | None = None  # what the remote terminal was given
         self.stream: Resumable | None = None  # the tether.v2 session, while it may be resumed
         self.modes = ScreenModes() if request.raw else None
+        # the remote pty gets the modes the local terminal has now, before it goes raw (as ssh)
+        self.terminal_modes = (terminal.modes(_STDIN)
+                               if request.tty and terminal.is_terminal(_STDIN) else None)
 
     def size(self) -> tuple[int, int]:
         """The local terminal's ``(cols, rows)``."""
@@ -169,6 +172,7 @@ class ShellRun:
         if request.tty:
             size = self.size()
             query["cols"], query["rows"] = size
+            query["modes"] = self.terminal_modes
             if self.stream is None:
                 self.remote_size = size
         if self.stream is not None:

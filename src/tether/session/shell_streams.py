@@ -153,8 +153,8 @@ class InputPump:
         reading = not self.eof
         if not reading and not self._terminal:
             return
+        self._follow_size()  # the window may have changed since the dial
         while not self._stop.is_set():
-            self._follow_size()  # on every wake and every poll: SIGWINCH may reach any thread
             # a full replay buffer: stdin waits (an ack wakes this loop)
             watched = [self._wake_r, self._fd] if reading and self._room() else [self._wake_r]
             ready = select.select(watched, [], [], _POLL)[0]
@@ -162,6 +162,10 @@ class InputPump:
                 return
             if self._wake_r in ready:
                 os.read(self._wake_r, 4096)
+            if not ready or self._wake_r in ready:
+                # SIGWINCH's handler wakes this loop, and a quiet poll checks anyway; a key
+                # alone does not cost a size query
+                self._follow_size()
             if reading and self._fd in ready and not self._pump_once():
                 reading = False
                 if not self._terminal or self.disconnected:

@@ -6,7 +6,7 @@ turns into exceptions). An ``atexit`` hook is the last resort for anything else
 that ends the interpreter.
 
 ``termios`` and ``tty`` exist on POSIX only: they are imported by ``raw_mode``
-alone, so that every other command (and this module) loads on Windows too.
+and ``modes`` alone, so that every other command (and this module) loads on Windows too.
 """
 
 from __future__ import annotations
@@ -38,6 +38,20 @@ def size(fd: int | None = None) -> tuple[int, int]:
     except (OSError, ValueError):
         cols, rows = shutil.get_terminal_size((80, 24))
     return max(cols, 1), max(rows, 1)
+
+
+def modes(fd: int) -> str | None:
+    """The terminal's modes as the shell's ``modes`` parameter; None when unknown."""
+    if sys.platform == "win32":
+        return None
+    import termios
+
+    from tether import ttymodes
+
+    try:
+        return ttymodes.capture(fd)
+    except (termios.error, OSError):
+        return None
 
 
 @contextlib.contextmanager
