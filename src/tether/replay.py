@@ -122,9 +122,10 @@ class Ring:
     def space(self, want: int) -> memoryview:
         """Where the next ``want`` bytes at most may be read: no unacknowledged byte lives
         there (the buffer's room bounds it, and the end of the memory). Empty without room."""
-        buffer = self._buffer
-        at = buffer.end % buffer.limit
-        return self._memory[at:at + min(want, buffer.room, buffer.limit - at)]
+        buffer = self._buffer  # read once each, not through properties: once per read
+        limit, end = buffer.limit, buffer.end
+        at = end % limit
+        return self._memory[at:at + min(want, limit - (end - buffer.start), limit - at)]
 
 
 def _anonymous(size: int) -> mmap.mmap:

@@ -203,14 +203,18 @@ class Resumable:
         """Read the source straight into the replay buffer's memory (a :class:`Ring`), then
         :meth:`send` it: the count read, 0 at the source's end, None when there was no room
         within ``timeout`` (or the session closed). Only one thread reads."""
+        out = self.out
         with self._lock:
-            if not self.out.room and not self._closed:
-                self._cond.wait_for(lambda: self.out.room > 0 or self._closed, timeout)
-            if self._closed or not self.out.room:
+            if out.end - out.start >= out.limit and not self._closed:
+                self._cond.wait_for(lambda: out.room > 0 or self._closed, timeout)
+            if self._closed:
                 return None
-            if self._ring is None:
-                self._ring = Ring(self.out)
-            space = self._ring.space(want)  # acks only ever widen it: no lock while reading
+            ring = self._ring
+            if ring is None:
+                ring = self._ring = Ring(out)
+            space = ring.space(want)  # acks only ever widen it: no lock while reading
+        if not space:
+            return None
         count = recv_into(space)
         if count:
             self.send(space[:count])
