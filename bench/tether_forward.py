@@ -27,6 +27,7 @@ SERVICE = "bench"
 V1_NAME = "tether ws:// v1 (resume = false)"
 V1_TLS_NAME = "tether wss:// v1 (resume = false)"
 V2_GOAL = "v2 costs under 5%: at most 1.05x"
+RUNS_FACTOR = 3  # v1 and v2 take more samples: their ratio must be finer than 5%
 _CONFIG = """
 [gateway]
 rate_limit = {{ rate = 1000.0, burst = 1000 }}
@@ -86,9 +87,12 @@ def run(results: Results, runs: int, quick: bool = False) -> None:
     count = 200 if quick else 2000
     for tls, name, v1_name in ((False, "tether ws://", V1_NAME),
                                (True, "tether wss://", V1_TLS_NAME)):
-        forward.measure_together(results, runs, [
+        forward.measure_together(results, runs * RUNS_FACTOR, [
             forward.Row(name, lambda port, tls=tls: tether_forward(port, tls=tls), "ssh -L"),
             forward.Row(v1_name, lambda port, tls=tls: tether_forward(port, tls=tls,
                                                                       resume=False),
                         name, V2_GOAL, V2_GOAL),
         ], size=size, count=count)
+    results.notes.append(
+        f"tether's port-forward figures: {RUNS_FACTOR}x the runs, v1 and v2 in turn; one "
+        "sample moves by up to 15% against its neighbour, more than the 5% asked of v2")
