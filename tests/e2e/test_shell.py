@@ -194,6 +194,8 @@ def test_viewer_gets_the_role_panel_after_one_dial(gateway: RunningGateway, view
     assert term.status() == 0
     text = term.output.decode(errors="replace")
     assert "Permission denied" in text and "needs role Deployer" in text and "Viewer" in text
+    # the URL named in the failure leaves out the terminal modes the dial carried
+    assert "/v1/shell?service=api&tty=1" in text and "modes" not in text
     assert gateway.dial_count.get("/v1/shell") == 1
     assert_terminal_restored(tmp_path)
     assert_no_secrets(secrets, term.output)

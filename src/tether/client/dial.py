@@ -102,6 +102,11 @@ def _invalid_url(gateway: str, why: str) -> TetherError:
                                   f"The gateway URL {shown!r} is not valid: {why}."))
 
 
+#: Query parameters left out of the URL that failures show: the terminal's modes (a few
+#: hundred characters that say nothing about what went wrong).
+UNSHOWN = frozenset({"modes"})
+
+
 def request_url(gateway: str, path: str, params: Mapping[str, ParamValue]) -> str:
     """The ``ws://`` or ``wss://`` URL of ``path`` on ``gateway`` with ``params`` as the query.
 
@@ -159,8 +164,11 @@ def dial(gateway: str, command: str, params: Mapping[str, ParamValue],
     """
     opts = options or DialOptions()
     url = request_url(gateway, ENDPOINTS[command], params)
+    # what failures show: the URL without parameters that only make it long
+    shown = request_url(gateway, ENDPOINTS[command],
+                        {name: value for name, value in params.items() if name not in UNSHOWN})
     service = params.get("service")
-    ctx = Context(url, service if isinstance(service, str) else None, command, role, gateway)
+    ctx = Context(shown, service if isinstance(service, str) else None, command, role, gateway)
     offered = offered_subprotocols(command, resumable=resumable)
     request_id = str(uuid.uuid4())
     authorization = handshake.header_value(credential.authorization())
@@ -180,13 +188,13 @@ def dial(gateway: str, command: str, params: Mapping[str, ParamValue],
     deadline = transport.Deadline(opts.connect_timeout)
     sock: socket.socket | None = None
     try:
-        with classified(phase=Phase.CONNECT, url=url, service=ctx.service, command=command,
+        with classified(phase=Phase.CONNECT, url=shown, service=ctx.service, command=command,
                         role=role, gateway=gateway, request_id=request_id):
             proxy = transport.proxy_for(parts.scheme, host)
             if proxy is not None:
                 if on_stage is not None:
                     on_stage(Stage.PROXY, proxy.address)
-                sock = transport.tunnel(proxy, host, port, deadline, url)
+                sock = transport.tunnel(proxy, host, port, deadline, shown)
             else:
                 sock = transport.open_tcp(host, port, deadline, on_stage)
             where = transport.authority(host, port)
@@ -206,14 +214,15 @@ def dial(gateway: str, command: str, params: Mapping[str, ParamValue],
         answer_id = strip_control(answer_id, limit=200) or request_id
         if status == 0:
             raise handshake.protocol_error("The gateway's answer is not HTTP: the URL may not "
-                                           "point at a tether gateway.", url, answer_id, status=0)
+                                           "point at a tether gateway.", shown, answer_id,
+                                           status=0)
         if status != 101:
             body = handshake.read_body(sock, headers, status, rest, deadline)
-            failure = classify_handshake(status, pairs, body, url=url, service=ctx.service,
+            failure = classify_handshake(status, pairs, body, url=shown, service=ctx.service,
                                          command=command, role=role, gateway=gateway,
                                          now=time.time())
             raise TetherError(failure.replace(request_id=failure.request_id or answer_id))
-        subprotocol = handshake.check_upgrade(headers, key, offered, url, answer_id)
+        subprotocol = handshake.check_upgrade(headers, key, offered, shown, answer_id)
         connection = Connection(sock, ctx=ctx, request_id=answer_id, subprotocol=subprotocol,
                                 keepalive_interval=opts.keepalive_interval,
                                 keepalive_timeout=opts.keepalive_timeout,
