@@ -195,8 +195,7 @@ class Connection:
         """
         if self._parser.messages or self._parser.pending or self._outcome is not None:
             return True
-        pending = getattr(self._sock, "pending", None)
-        if pending is not None and pending():
+        if self._tls and self._sock.pending():  # type: ignore[attr-defined]
             return True
         try:
             return bool(select.select([self._sock], [], [], 0)[0])

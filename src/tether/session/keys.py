@@ -48,6 +48,10 @@ class EscapeScanner:
 
     def feed(self, data: bytes) -> Scanned:
         """Scan ``data``; a lone ``~`` at the end is held until the next byte."""
+        if not self._pending_tilde and ESCAPE_CHAR not in data:  # a key typed: no scan
+            if data:
+                self._line_start = data[-1:] in NEWLINES
+            return Scanned(data)
         out = bytearray()
         result = Scanned()
         for i in range(len(data)):
@@ -93,6 +97,8 @@ class PasteJoiner:
 
     def feed(self, data: bytes) -> bytes:
         """What can be sent now; an unfinished paste (or its partial start marker) is held."""
+        if not self._held and b"\x1b" not in data:  # every marker starts with ESC
+            return data
         self._held += data
         out = bytearray()
         while self._held:

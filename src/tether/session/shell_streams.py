@@ -156,7 +156,8 @@ class InputPump:
         self._follow_size()  # the window may have changed since the dial
         while not self._stop.is_set():
             # a full replay buffer: stdin waits (an ack wakes this loop)
-            watched = [self._wake_r, self._fd] if reading and self._room() else [self._wake_r]
+            room = self._room() if reading else 0
+            watched = [self._wake_r, self._fd] if room else [self._wake_r]
             ready = select.select(watched, [], [], _POLL)[0]
             if self._stop.is_set():
                 return
@@ -166,15 +167,15 @@ class InputPump:
                 # SIGWINCH's handler wakes this loop, and a quiet poll checks anyway; a key
                 # alone does not cost a size query
                 self._follow_size()
-            if reading and self._fd in ready and not self._pump_once():
+            if reading and self._fd in ready and not self._pump_once(room):
                 reading = False
                 if not self._terminal or self.disconnected:
                     return  # nothing more to do: resizes need a terminal
 
-    def _pump_once(self) -> bool:
-        """One read from stdin, sent on; False at its end (or on ``~.``)."""
+    def _pump_once(self, room: int) -> bool:
+        """One read of up to ``room`` bytes from stdin, sent on; False at its end (or on ``~.``)."""
         try:
-            data = os.read(self._fd, self._room() or 1)
+            data = os.read(self._fd, room)
         except OSError:
             data = b""  # a hung-up terminal or a closed descriptor: the input is over
         if not data:
