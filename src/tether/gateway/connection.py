@@ -16,6 +16,7 @@ the framing either way.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,17 @@ from websockets.protocol import State
 
 MAX_HEAD = 16 * 1024
 MAX_BODY = 64 * 1024
+_FIN_BINARY = 0x82
+_JOIN = 16 * 1024  # binary messages smaller than this are joined to their header
+
+
+def _binary_header(size: int) -> bytes:
+    """The header of a final, unmasked binary frame of ``size`` bytes (RFC 6455, 5.2)."""
+    if size < 126:
+        return bytes((_FIN_BINARY, size))
+    if size < 1 << 16:
+        return struct.pack("!BBH", _FIN_BINARY, 126, size)
+    return struct.pack("!BBQ", _FIN_BINARY, 127, size)
 
 
 class GatewayConnection(ServerConnection):
@@ -75,14 +87,22 @@ class GatewayConnection(ServerConnection):
     def send_now(self, message: bytes | memoryview | str) -> bool:
         """Send one whole message from a callback, without waiting; False when the connection
         is no longer open (or the write failed: the connection is then aborted)."""
-        if self.protocol.state is not State.OPEN:
+        protocol = self.protocol
+        if protocol.state is not State.OPEN:
             return False
-        if isinstance(message, str):
-            self.protocol.send_text(message.encode())
-        else:
-            self.protocol.send_binary(message)
         try:
-            self.send_data()
+            if isinstance(message, str) or protocol.extensions or protocol.writes:
+                if isinstance(message, str):
+                    protocol.send_text(message.encode())
+                else:
+                    protocol.send_binary(message)
+                self.send_data()
+            elif len(message) < _JOIN:  # one piece: one TLS record for a small frame
+                self.transport.write(_binary_header(len(message)) + message)
+            else:
+                # header and payload written together, not joined: websockets' serializer
+                # would copy the payload to put its header in front
+                self.transport.writelines((_binary_header(len(message)), message))
         except Exception as exc:  # as send_context does: any failure ends the connection
             self.set_connection_exc(exc)
             self.transport.abort()
