@@ -21,7 +21,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench tools
 
 typecheck: $(VENV)/.installed
-	$(BIN)/mypy --strict src tools
+	$(BIN)/mypy --strict src tools bench
 
 unit: $(VENV)/.installed
 	$(BIN)/pytest tests/unit

@@ -34,7 +34,7 @@ def _maskers() -> dict[str, Masker]:
     found["websockets pure Python"] = utils.apply_mask
     found[_PEER] = lambda data, key: websocket.ABNF.mask(key, data)
     try:
-        from wsaccel.xormask import createXorMasker  # type: ignore[import-not-found]
+        from wsaccel.xormask import createXorMasker  # type: ignore[import-not-found,import-untyped,unused-ignore]
     except ImportError:
         pass
     else:

@@ -13,6 +13,7 @@ bookkeeping costs; v1 and v2 run side by side and their samples alternate.
 from __future__ import annotations
 
 import contextlib
+import functools
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -88,9 +89,8 @@ def run(results: Results, runs: int, quick: bool = False) -> None:
     for tls, name, v1_name in ((False, "tether ws://", V1_NAME),
                                (True, "tether wss://", V1_TLS_NAME)):
         forward.measure_together(results, runs * RUNS_FACTOR, [
-            forward.Row(name, lambda port, tls=tls: tether_forward(port, tls=tls), "ssh -L"),
-            forward.Row(v1_name, lambda port, tls=tls: tether_forward(port, tls=tls,
-                                                                      resume=False),
+            forward.Row(name, functools.partial(tether_forward, tls=tls), "ssh -L"),
+            forward.Row(v1_name, functools.partial(tether_forward, tls=tls, resume=False),
                         name, V2_GOAL, V2_GOAL),
         ], size=size, count=count)
     results.notes.append(

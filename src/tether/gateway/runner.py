@@ -105,7 +105,7 @@ class RunningGateway:
         self.stop()
 
 
-def start_in_thread(config: GatewayConfig, state_dir: Path, *, host: str = "127.0.0.1",
+def start_in_thread(config: GatewayConfig, state_dir: Path | str, *, host: str = "127.0.0.1",
                     port: int = 0, faults: Faults | None = None,
                     ssl_context: ssl.SSLContext | None = None,
                     timeout: float = 15.0) -> RunningGateway:
