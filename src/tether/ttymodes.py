@@ -110,10 +110,10 @@ def parse(text: str) -> Modes:
             if name in table.chars:
                 chars[table.chars[name]] = int(value)
             continue
-        clear = name.startswith("-")
-        known = table.flags.get(name[1:] if clear else name)
         if not name.lstrip("-").isalnum():
             raise ModesError(f"{item[:20]!r} is not a mode")
+        clear = name.startswith("-")
+        known = table.flags.get(name[1:] if clear else name)
         if known is not None:
             word, bit = known
             target = off if clear else on

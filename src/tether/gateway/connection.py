@@ -91,11 +91,11 @@ class GatewayConnection(ServerConnection):
         if protocol.state is not State.OPEN:
             return False
         try:
-            if isinstance(message, str) or protocol.extensions or protocol.writes:
-                if isinstance(message, str):
-                    protocol.send_text(message.encode())
-                else:
-                    protocol.send_binary(message)
+            if isinstance(message, str):
+                protocol.send_text(message.encode())
+                self.send_data()
+            elif protocol.extensions or protocol.writes:  # websockets frames it, after those
+                protocol.send_binary(message)
                 self.send_data()
             elif len(message) < _JOIN:  # one piece: one TLS record for a small frame
                 self.transport.write(_binary_header(len(message)) + message)

@@ -51,7 +51,7 @@ from tether.protocol import (
 
 log = logging.getLogger("tether.gateway.shell")
 READ_SIZE = 64 * 1024
-COALESCE = int(os.environ.get("X_COALESCE", "1024"))
+COALESCE = 1024  # after a read of this much, read on while more is ready
 DRAIN_IDLE = 0.5  # after the process exits, wait this long for output still on its way
 
 _LOGIN_TTY = (

@@ -196,7 +196,7 @@ class Resumable:
         if timeout == 0:  # no lock: only the sender appends, and acks only ever widen it
             return 0 if self._closed else self.out.room
         with self._lock:
-            if not self.out.room and (timeout is None or timeout > 0):
+            if not self.out.room:
                 self._cond.wait_for(lambda: self.out.room > 0 or self._closed, timeout)
             return 0 if self._closed else self.out.room
 
