@@ -1,7 +1,8 @@
 """Running a gateway in the foreground until SIGTERM or SIGINT (then every session gets 1001).
 
 The event loop is uvloop's when it is installed (the ``fast`` extra), unless
-``TETHER_GATEWAY_LOOP=asyncio`` asks for the standard one.
+``TETHER_GATEWAY_LOOP=asyncio`` asks for the standard one; glibc's allocator is
+set for large messages (:mod:`tether.gateway.allocator`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import ssl
 from collections.abc import Callable
 from pathlib import Path
 
+from tether.gateway import allocator
 from tether.gateway.faults import Faults
 from tether.gateway.server import Gateway
 
@@ -62,6 +64,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 def run_forever(gateway: Gateway, host: str, port: int, *,
                 on_ready: Callable[[Gateway], None] | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then close every session 1001 and return."""
+    allocator.tune()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
