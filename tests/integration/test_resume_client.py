@@ -288,6 +288,46 @@ def test_the_client_may_end_the_session_only_once_its_eof_and_every_byte_are_ack
         stream.close()
 
 
+_CLIENT_THREADS = ("tether-acks", "tether-forward-", "tether-upstream-", "tether-keepalive",
+                   "tether-close-")
+
+
+def _ack_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "tether-acks" and t.is_alive()}
+
+
+def test_closing_while_an_ack_waits_ends_the_ack_thread(
+        gateway: RunningGateway, deployer_token: str, echo_server: int) -> None:
+    before = _ack_threads()
+    with dial(gateway.url, "port-forward", {"service": "api", "port": echo_server},
+              EnvCredential(gateway.url, deployer_token), OPTIONS, resumable=True) as conn:
+        stream = resume.Resumable(conn, frame=lambda tag, data: data)
+        ours = _ack_threads() - before
+        assert len(ours) == 1
+        stream.received(1)  # an ack is due within ACK_INTERVAL: the thread waits for it
+        time.sleep(0.03)
+        stream.close()  # wakes it in the middle of that wait
+        assert wait_for(lambda: not ours & _ack_threads())
+
+
+def test_finished_forwarded_connections_leave_no_thread_behind(
+        gateway: RunningGateway, deployer_token: str, echo_server: int) -> None:
+    before = {t for t in threading.enumerate() if t.is_alive()}
+    credential = EnvCredential(gateway.url, deployer_token)
+    with forwarding(gateway.url, credential, echo_server) as running:
+        for size in (1, 100 * KIB, 1, 2 * MIB, 1):
+            payload = os.urandom(size)
+            assert exchange(running.port, payload) == payload
+        assert wait_for(lambda: running.forwarder.open_connections == 0)
+
+        def leftovers() -> set[str]:  # the client's threads (the gateway's pool may grow)
+            return {t.name for t in threading.enumerate()
+                    if t.is_alive() and t not in before and t.name.startswith(_CLIENT_THREADS)}
+
+        assert wait_for(lambda: not leftovers()), leftovers()
+        assert not running.errors
+
+
 class Minting(EnvCredential):
     """A refreshable credential whose refresh gets a new JWT from the gateway."""
 

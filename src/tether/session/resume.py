@@ -376,6 +376,8 @@ class Resumable:
             if (gap := next_ack - time.monotonic()) > 0:
                 time.sleep(gap)
             with self._lock:
+                if self._closed:  # close() may have set the events just cleared below
+                    return
                 self._ack_due.clear()
                 self._ack_now.clear()
                 conn = self._conn
