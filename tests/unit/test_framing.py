@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import threading
 
 import pytest
 import websocket
@@ -15,6 +16,7 @@ from tether.client.framing import (
     OPCODE_TEXT,
     READ_SIZE,
     FrameTooBig,
+    MaskKeys,
     Message,
     Parser,
     encode,
@@ -73,6 +75,23 @@ def test_encode_masks_with_a_fresh_key_at_every_length(size: int) -> None:
     assert unmask(header + body) == (OPCODE_BINARY, payload)
     keys = {encode(OPCODE_BINARY, payload)[0][-4:] for _ in range(3)} | {header[-4:]}
     assert len(keys) > 1
+
+
+def test_masking_keys_are_each_handed_out_once_across_draws_and_threads() -> None:
+    keys = MaskKeys(per_draw=16)  # a new draw every 16 keys
+    taken: list[bytes] = []
+
+    def take() -> None:
+        taken.extend(keys() for _ in range(1000))
+
+    threads = [threading.Thread(target=take) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(taken) == 4000 and all(len(key) == 4 for key in taken)
+    # 4,000 random 32-bit keys all differ but for a chance of about 1 in 500
+    assert len(set(taken)) >= 3990
 
 
 messages = st.lists(st.tuples(st.sampled_from([OPCODE_TEXT, OPCODE_BINARY]),

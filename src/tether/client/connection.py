@@ -115,9 +115,12 @@ class Connection:
         self._timeout = keepalive_timeout if keepalive_timeout > 0 else None
         # One SSL object must not be used by two threads at once (OpenSSL): with TLS the
         # socket is non-blocking and every SSL call holds _tls_lock; waiting is done in select.
+        # A plain socket blocks without a timeout (one with a timeout polls before every
+        # recv and send): the keepalive thread ends a silent connection, and the shutdown in
+        # _end wakes a blocked call.
         self._tls = isinstance(sock, ssl.SSLSocket)
         self._tls_lock = threading.Lock()
-        sock.settimeout(0.0 if self._tls else self._timeout)
+        sock.settimeout(0.0 if self._tls else None)
         if keepalive_interval > 0 or keepalive_timeout > 0:
             threading.Thread(target=self._keepalive, name="tether-keepalive", daemon=True,
                              args=(keepalive_interval, keepalive_timeout)).start()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import struct
 from collections import deque
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import websocket
@@ -24,7 +25,7 @@ except ImportError:  # a build without the C extension: websockets' own fallback
     from websockets.utils import apply_mask
 
 __all__ = ["OPCODE_BINARY", "OPCODE_CLOSE", "OPCODE_PING", "OPCODE_PONG", "OPCODE_TEXT",
-           "FrameTooBig", "Message", "Parser", "encode"]
+           "FrameTooBig", "MaskKeys", "Message", "Parser", "encode"]
 
 OPCODE_CONT = 0x0
 OPCODE_TEXT = 0x1
@@ -61,9 +62,30 @@ class FrameTooBig(ValueError):
     """A frame or message over the parser's limit; the message says which and how big."""
 
 
+class MaskKeys:
+    """Fresh 4-byte masking keys from the system's CSPRNG, drawn 1,024 at a time: one
+    ``os.urandom`` per frame was most of the cost of masking a small frame. Each key is
+    handed out once (taking from a list iterator is atomic under the GIL)."""
+
+    def __init__(self, per_draw: int = 1024) -> None:
+        self._per_draw = per_draw
+        self._keys: Iterator[bytes] = iter(())
+
+    def __call__(self) -> bytes:
+        key = next(self._keys, None)
+        while key is None:
+            pool = os.urandom(4 * self._per_draw)
+            self._keys = iter([pool[at:at + 4] for at in range(0, len(pool), 4)])
+            key = next(self._keys, None)
+        return key
+
+
+_mask_key = MaskKeys()
+
+
 def encode(opcode: int, payload: bytes | memoryview) -> tuple[bytes, bytes]:
     """A client frame (FIN set, masked with a fresh key): its header and its masked payload."""
-    key = os.urandom(4)
+    key = _mask_key()
     size = len(payload)
     if size < 126:
         header = _SHORT.pack(0x80 | opcode, 0x80 | size, key)
