@@ -60,10 +60,10 @@ def peer(tls: bool) -> Iterator[tuple[str, DialOptions]]:
         args: list[str] = []
         ca_file = None
         if tls:
-            from bench.tether_forward import _tls_files
+            from bench.tether_forward import tls_files
 
-            tls_args, ca_file = _tls_files(Path(tmp))
-            args = [tls_args[1], tls_args[3]]
+            chain, key, ca_file = tls_files(Path(tmp))
+            args = [str(chain), str(key)]
         proc = subprocess.Popen([sys.executable, "-c", _PEER, *args], stdout=subprocess.PIPE,
                                 text=True)
         try:

@@ -1,17 +1,22 @@
-"""Port-forward: throughput and 64-byte round trips, direct TCP vs `ssh -L` vs tether."""
+"""Port-forward: throughput and 64-byte round trips, direct TCP vs `ssh -L` vs tether, beside
+the floor of any Python forward here (two bare relays, bench.relay)."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from bench import sshd, tcp
 from bench.harness import Figure, Results, stop_process
+from bench.relay import relay_pair
 
 SECTION_RATE = "Port-forward throughput (MiB/s, higher is better)"
 SECTION_RTT = "Port-forward round trip of 64 bytes (µs, lower is better)"
+FLOOR = "Python floor: two bare relays, no WebSocket"
+FLOOR_TLS = "Python floor: two bare relays, TLS between"
 
 
 @contextlib.contextmanager
@@ -74,14 +79,24 @@ def measure_together(results: Results, runs: int, rows: list[Row], *, size: int,
                                           else tcp.round_trip(port, count))
 
 
+def _floor(peer: str | None) -> list[Row]:
+    """Two bare Python relays in tether's places (bench.relay), without and with TLS."""
+    return [Row(FLOOR, relay_pair, peer),
+            Row(FLOOR_TLS, functools.partial(relay_pair, tls=True), peer)]
+
+
 def run(results: Results, runs: int, quick: bool = False) -> None:
-    """Direct TCP and ssh -L; tether's forwards are measured by bench.tether_forward."""
+    """Direct TCP, ssh -L and the Python floor, sampled in turn; tether's forwards are
+    measured by bench.tether_forward."""
     size = (16 if quick else 512) << 20
     count = 200 if quick else 2000
     measure(results, runs, "direct TCP", direct, size=size, count=count, peer=None)
     if not sshd.available():
         results.notes.append("ssh -L not measured: openssh-server is not installed")
+        measure_together(results, runs, _floor(None), size=size, count=count)
         return
     with sshd.running_sshd() as server:
-        measure(results, runs, "ssh -L", lambda p: ssh_forward(server, p), size=size,
-                count=count, peer="direct TCP")
+        measure_together(results, runs, [
+            Row("ssh -L", functools.partial(ssh_forward, server), "direct TCP"),
+            *_floor("ssh -L"),
+        ], size=size, count=count)

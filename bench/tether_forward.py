@@ -41,8 +41,8 @@ ports = [{port}]
 """
 
 
-def _tls_files(directory: Path) -> tuple[list[str], Path]:
-    """trustme certificates for 127.0.0.1: the gateway's TLS options and the CA file."""
+def tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """trustme certificates for 127.0.0.1 in ``directory``: the chain, its key, the CA file."""
     import trustme
 
     ca = trustme.CA()
@@ -51,15 +51,19 @@ def _tls_files(directory: Path) -> tuple[list[str], Path]:
     cert.private_key_pem.write_to_path(str(key))
     chain.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
     ca.cert_pem.write_to_path(str(ca_file))
-    return ["--tls-cert", str(chain), "--tls-key", str(key)], ca_file
+    return chain, key, ca_file
 
 
 @contextlib.contextmanager
 def _gateway(directory: Path, port: int, tls: bool, resume: bool) -> Iterator[dict[str, str]]:
     """A gateway process allowing ``port``; yields the client's environment."""
-    tls_args, ca_file = _tls_files(directory) if tls else ([], None)
+    tls_args: tuple[str, ...] = ()
+    ca_file = None
+    if tls:
+        chain, key, ca_file = tls_files(directory)
+        tls_args = ("--tls-cert", str(chain), "--tls-key", str(key))
     config = _CONFIG.format(service=SERVICE, port=port, resume=str(resume).lower())
-    with running_gateway(directory, config, extra_args=tuple(tls_args)) as gateway:
+    with running_gateway(directory, config, extra_args=tls_args) as gateway:
         yield gateway.client_env(**({"TETHER_CA_CERT": str(ca_file)} if ca_file else {}))
 
 
