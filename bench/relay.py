@@ -25,6 +25,14 @@ from typing import cast
 
 from bench.harness import stop_process
 from bench.sshd import free_port
+from tether.gateway.serve import new_event_loop
+
+
+def nodelay(transport: asyncio.BaseTransport) -> None:
+    """TCP_NODELAY on a transport's socket, as tether and ssh set it."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class _Side(asyncio.Protocol):
@@ -36,10 +44,8 @@ class _Side(asyncio.Protocol):
         self.early: list[bytes] = []  # read before the other side was connected
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's too
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's too
+        nodelay(transport)
 
     def data_received(self, data: bytes) -> None:
         other = self.other
@@ -88,14 +94,6 @@ async def _serve(listen: int, target: int, serve_tls: ssl.SSLContext | None,
         await server.serve_forever()
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
 def main() -> None:
     """Relay until terminated."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -111,7 +109,7 @@ def main() -> None:
     if args.to_tls:
         to_tls = ssl.create_default_context(cafile=args.to_tls)
     with contextlib.suppress(KeyboardInterrupt), \
-            asyncio.Runner(loop_factory=_new_loop) as runner:
+            asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(_serve(args.listen, args.target, serve_tls, to_tls))
 
 

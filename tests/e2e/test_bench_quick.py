@@ -31,7 +31,8 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
                     "Shell keystroke echo", "Shell output", "Errors", "Logs", "Gateway"):
         assert f"## {section}" in table, f"no {section} section in:\n{table}"
     for name in ("tether --help", "direct TCP", "tether ws://", "tether shell",
-                 "refusal to exit"):
+                 "refusal to exit", "Python floor: two bare relays, TLS between",
+                 "Python floor: a bare terminal relay"):
         row = next((line for line in table.splitlines() if line.startswith(f"| {name}")), "")
         assert re.search(r"\| [\d,.]+ \(", row), f"no figure for {name!r}: {row!r}"
     if shutil.which("sshd") or Path("/usr/sbin/sshd").exists():
