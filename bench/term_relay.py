@@ -72,9 +72,8 @@ class _Terminal(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.master >= 0:
-            with contextlib.suppress(ValueError, OSError):
-                asyncio.get_running_loop().remove_reader(self.master)
-                os.close(self.master)
+            asyncio.get_running_loop().remove_reader(self.master)  # False if already removed
+            os.close(self.master)
         if self.proc is not None:
             stop_process(self.proc)
 
