@@ -46,20 +46,66 @@ MIB = 1 << 20
 KIB = 1024
 
 
-def sending(sock: socket.socket, data: bytes) -> threading.Thread:
-    """A started thread that writes ``data`` to ``sock`` in 256 KiB pieces, then half-closes
-    (a connection that breaks meanwhile ends it quietly: the reader reports)."""
+#: How far one side's upload may run ahead of its download: the two directions of a
+#: both-ways stream stay within this of each other, so a cut planned at an offset of one
+#: direction falls inside it however the machine schedules the two (a busy one let the
+#: upload finish while the download was half-way).
+WINDOW = 4 * MIB
+
+
+class Received:
+    """Bytes received so far on one connection, for its sender to keep within WINDOW."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.ended = False
+        self._changed = threading.Condition()
+
+    def add(self, size: int) -> None:
+        with self._changed:
+            self.count += size
+            self._changed.notify_all()
+
+    def end(self) -> None:
+        with self._changed:
+            self.ended = True
+            self._changed.notify_all()
+
+    def reach(self, count: int, timeout: float) -> bool:
+        """Wait until ``count`` bytes came (or reading ended); False after ``timeout``."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.count >= count or self.ended, timeout)
+
+
+def sending(sock: socket.socket, data: bytes, received: Received) -> threading.Thread:
+    """A started thread that writes ``data`` to ``sock`` in 256 KiB pieces, never more than
+    WINDOW ahead of ``received``, then half-closes (a connection that breaks meanwhile, or
+    a minute without progress, ends it quietly: the reader reports)."""
 
     def send() -> None:
         with contextlib.suppress(OSError):
             view = memoryview(data)
             for start in range(0, len(data), 256 * KIB):
+                if not received.reach(start - WINDOW, timeout=60):
+                    return
                 sock.sendall(view[start:start + 256 * KIB])
             sock.shutdown(socket.SHUT_WR)
 
     thread = threading.Thread(target=send, daemon=True)
     thread.start()
     return thread
+
+
+def receive_all(sock: socket.socket, received: Received) -> str:
+    """Read ``sock`` to EOF, counting into ``received``: the SHA-256 of what came."""
+    digest = hashlib.sha256()
+    try:
+        while chunk := sock.recv(256 * KIB):
+            digest.update(chunk)
+            received.add(len(chunk))
+    finally:
+        received.end()
+    return digest.hexdigest()
 
 
 def sink_and_source(total: int, seen: list[dict[str, object]]
@@ -72,13 +118,10 @@ def sink_and_source(total: int, seen: list[dict[str, object]]
         data = os.urandom(total)
         got: dict[str, object] = {"sent_hash": hashlib.sha256(data).hexdigest()}
         seen.append(got)
-
-        writer = sending(conn, data)
-        digest, count = hashlib.sha256(), 0
-        while chunk := conn.recv(256 * KIB):
-            digest.update(chunk)
-            count += len(chunk)
-        got["received"], got["received_hash"] = count, digest.hexdigest()
+        received = Received()
+        writer = sending(conn, data, received)
+        got["received_hash"] = receive_all(conn, received)
+        got["received"] = received.count
         writer.join(60)
 
     return handle
@@ -88,17 +131,15 @@ def both_ways(port: int, total: int) -> tuple[str, str, int, bool]:
     """Send ``total`` random bytes to ``port`` while reading to EOF: (hash sent, hash
     received, bytes received, whether the local connection was reset)."""
     data = os.urandom(total)
+    received, received_hash, reset = Received(), "", False
     with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
-        sender = sending(sock, data)
-        digest, count, reset = hashlib.sha256(), 0, False
+        sender = sending(sock, data, received)
         try:
-            while chunk := sock.recv(256 * KIB):
-                digest.update(chunk)
-                count += len(chunk)
+            received_hash = receive_all(sock, received)
         except ConnectionResetError:
             reset = True
         sender.join(60)
-    return hashlib.sha256(data).hexdigest(), digest.hexdigest(), count, reset
+    return hashlib.sha256(data).hexdigest(), received_hash, received.count, reset
 
 
 @pytest.fixture
