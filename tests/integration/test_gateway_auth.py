@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jwt
+import pytest
 
 from tests.gateway_client import dial, http_request, refusal
 from tether.gateway.oauth import DEVICE_GRANT
@@ -100,11 +101,17 @@ def test_refreshed_access_token_has_the_configured_ttl(
     gw.gateway.oauth.decide(device["user_code"], approve=True, role="Viewer", sub="bob")
     _, tokens = _post(gw, "/v1/auth/token", grant_type=DEVICE_GRANT,
                       device_code=device["device_code"])
+    assert tokens["expires_in"] == 1
     time.sleep(1.2)
     r = refusal(gw.url, "/v1/logs", tokens["access_token"], service="api")
     assert r.status == 401 and "expired" in r.headers["www-authenticate"]
+    # A longer life for what refresh mints, so that a slow machine does not race it.
+    gw.gateway.oauth.access_ttl = 30.0
     _, fresh = _post(gw, "/v1/auth/token", grant_type="refresh_token",
                      refresh_token=tokens["refresh_token"])
+    assert fresh["expires_in"] == 30
+    claims = jwt.decode(fresh["access_token"], options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == pytest.approx(30.0, abs=1.0)
     dial(gw.url, "/v1/logs", fresh["access_token"], service="api").close()
 
 

@@ -200,6 +200,7 @@ def test_status_login_refresh_and_dial_follow_the_same_rule(
         through_proxy("status", since)
 
         time.sleep(1.1)  # the access token (1 s) has expired: it is refreshed before the dial
+        gateway.gateway.oauth.access_ttl = 60.0  # and the new one outlives a slow machine
         since = len(proxy.requests)
         logs = run_tether("-v", "logs", "api", "--tail", "1", env=env, timeout=30)
         assert logs.returncode == 0, logs.stderr
